@@ -1,0 +1,1 @@
+"""Easel: a Discord bot for AI image generation."""

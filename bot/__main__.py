@@ -1,0 +1,153 @@
+"""The composition root: `python -m bot` loads the config, opens every resource and runs the bot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+
+from bot.app import EaselBot, Services
+from bot.config import DiscordSettings, Settings, load_settings
+from bot.delivery import Delivery
+from bot.errors import ConfigError
+from bot.files import ImageFiles
+from bot.generation import Generation
+from bot.queue import SqliteJobQueue
+from bot.renderers import openai as openai_renderer
+from bot.renderers.base import Renderer
+from bot.renderers.upscale import LanczosUpscaler
+from bot.retry import RetryPolicy
+from bot.store import Store
+from bot.worker import Worker
+
+log = logging.getLogger("bot")
+
+
+def point_at(discord_settings: DiscordSettings) -> None:
+    """Send discord.py's REST (and, if set, gateway) traffic to the configured endpoints.
+
+    discord.py reads its REST base from ``Route.BASE`` and, for a bot that does not ask
+    ``/gateway/bot``, its gateway from ``DiscordWebSocket.DEFAULT_GATEWAY``: class attributes,
+    so this is process-wide, done once here before the client starts.
+    """
+    discord.http.Route.BASE = discord_settings.api_base
+    if discord_settings.gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(discord_settings.gateway_url)
+
+
+def check_openai(settings: Settings) -> list[str]:
+    """Validate the OpenAI settings against the model table; raise on errors, return warnings."""
+    if not settings.openai.enabled:
+        return []
+    result = openai_renderer.validate_settings(
+        settings.openai.model, settings.openai.quality, settings.images.output_format
+    )
+    if result.errors:
+        raise ConfigError("; ".join(result.errors))
+    return list(result.warnings)
+
+
+@asynccontextmanager
+async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
+    """Open the store and renderers, build the bot around them, and close everything in reverse order."""
+    async with AsyncExitStack() as stack:
+        point_at(settings.discord)
+        store = await stack.enter_async_context(Store.open(settings.storage.path))
+        files = ImageFiles(settings.storage.images_dir)
+        renderers: dict[str, Renderer] = {}
+        concurrency: dict[str, int] = {}
+        if settings.openai.enabled:
+            client = openai_renderer.build_client(
+                settings.openai.api_key.reveal(), settings.openai.base_url, settings.openai.timeout_s
+            )
+            stack.push_async_callback(client.close)
+            renderers["openai"] = openai_renderer.OpenAIRenderer(
+                client,
+                settings.openai.model,
+                quality=settings.openai.quality,
+                output_format=settings.images.output_format,
+                retry=RetryPolicy(attempts=settings.openai.retries),
+            )
+            concurrency["openai"] = settings.openai.concurrency
+        upscaler = LanczosUpscaler(max_pixels=settings.images.upscale_max_pixels)
+        renderers[upscaler.name] = upscaler
+        # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
+        concurrency[upscaler.name] = 1
+        queue = SqliteJobQueue(store, files, settings.queue)
+
+        def services(bot: EaselBot) -> Services:
+            delivery = Delivery(bot, store, files, output_format=settings.images.output_format)
+            worker = Worker(
+                queue,
+                store,
+                files,
+                renderers,
+                delivery,
+                concurrency=concurrency,
+                tick_s=settings.queue.position_update_s,
+            )
+            generation = Generation(
+                store, queue, files, renderers, upscaler=upscaler.name, images=settings.images
+            )
+            return Services(settings=settings, generation=generation, delivery=delivery, worker=worker)
+
+        bot = EaselBot(services)
+        stack.push_async_callback(bot.close)
+        yield bot
+
+
+async def run(settings: Settings) -> None:
+    """Run the bot until it is stopped."""
+    async with open_app(settings) as bot:
+        await bot.start(settings.discord.token.reveal())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen command; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Easel, a Discord image-generation bot."
+    )
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "check-config"))
+    parser.add_argument(
+        "--config", type=Path, default=Path("config.toml"), help="path to the TOML config file"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        warnings = check_openai(settings)
+    except ConfigError as exc:
+        print(f"easel: config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    backends = ["openai" if settings.openai.enabled else None, "lanczos (upscale)"]
+    if args.command == "check-config":
+        print(f"config OK: backends {', '.join(b for b in backends if b)}; database {settings.storage.path}")
+        return 0
+    if not settings.openai.enabled:
+        log.warning("no image backend is configured: set [openai] api_key so members can generate images")
+    try:
+        asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        pass
+    except discord.LoginFailure:
+        print("easel: Discord refused the token: check [discord] token (Bot → Reset Token)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The Discord client: one AutoShardedBot that loads the cogs and routes every error one way."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.buttons import JobButton
+from bot.config import Settings
+from bot.delivery import NO_MENTIONS, Delivery
+from bot.errors import EaselError
+from bot.generation import Generation, Requester
+from bot.jobs import Interaction
+from bot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.imagine", "cogs.results", "cogs.queue", "cogs.help")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the cogs use, built by the composition root."""
+
+    settings: Settings
+    generation: Generation
+    delivery: Delivery
+    worker: Worker
+
+
+async def reply(interaction: discord.Interaction[Any], text: str) -> None:
+    """Answer ephemerally, whether or not the interaction was already acknowledged."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        return
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        # A public "thinking" message would stay forever: replace it with the private answer.
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.debug("deferred response of interaction %s already gone", interaction.id)
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
+    """Show an EaselError's text, or an error id for anything unexpected (logged with that id)."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, EaselError):
+        text = str(error)
+    elif isinstance(error, app_commands.CheckFailure):
+        text = str(error) or "You can't use this command here."
+    else:
+        error_id = uuid.uuid4().hex[:8]
+        log.error("interaction %s failed (error %s)", interaction.id, error_id, exc_info=error)
+        text = (
+            f"Something went wrong on Easel's side (error {error_id}). The operator can find it in the log."
+        )
+    try:
+        await reply(interaction, text)
+    except discord.HTTPException:
+        log.warning("could not tell the member about an error in interaction %s", interaction.id)
+
+
+def requester(interaction: discord.Interaction[Any], message_id: int | None = None) -> Requester:
+    """Describe who is asking, from a guild interaction; ``message_id`` is the deferred response to edit."""
+    if interaction.guild_id is None or interaction.channel_id is None:
+        raise EaselError("Easel works in servers, not in direct messages.")
+    return Requester(
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        upload_limit=interaction.filesize_limit,
+        interaction=Interaction(
+            application_id=interaction.application_id,
+            token=interaction.token,
+            created_at=interaction.created_at,
+            message_id=message_id,
+        ),
+        manage_messages=interaction.permissions.manage_messages,
+    )
+
+
+async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
+    """Acknowledge at once with a public "thinking" message; return its id for later edits."""
+    response = await interaction.response.defer(thinking=True)
+    return response.message_id if response is not None else None
+
+
+class EaselTree(app_commands.CommandTree["EaselBot"]):
+    """Routes every application-command error to one ephemeral message."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[EaselBot], error: app_commands.AppCommandError
+    ) -> None:
+        await report_error(interaction, error)
+
+
+class EaselBot(commands.AutoShardedBot):
+    """Easel's Discord client. It owns no resources: the composition root opens and closes them."""
+
+    def __init__(self, services: Callable[[EaselBot], Services]) -> None:
+        # Everything arrives through interactions: no privileged intents (no message content, no members).
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=EaselTree,
+            allowed_mentions=NO_MENTIONS,
+            help_command=None,
+        )
+        self.services = services(self)
+
+    async def setup_hook(self) -> None:
+        if self.services.settings.discord.gateway_url and self.shard_count is None:
+            # With a shard count set, AutoShardedBot connects to the configured gateway
+            # instead of the URL that /gateway/bot announces.
+            self.shard_count, _, _ = await self.http.get_bot_gateway()
+        self.add_dynamic_items(JobButton)
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        await self._sync_commands()
+        await self.services.worker.start()
+
+    async def _sync_commands(self) -> None:
+        guild_ids = self.services.settings.discord.dev_guild_ids
+        if guild_ids:
+            for guild_id in guild_ids:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d commands to guild %d", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands (they can take up to an hour to appear)", len(synced))
+
+    async def close(self) -> None:
+        # Stop taking and rendering work before the connection the cogs use goes away.
+        await self.services.worker.stop()
+        for name in list(self.extensions):
+            await self.unload_extension(name)
+        await super().close()

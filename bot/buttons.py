@@ -1,0 +1,138 @@
+"""Result buttons that survive restarts: custom ids carry a job id, state comes from the store."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from bot.errors import InvalidInput
+from bot.jobs import Job, JobKind
+
+NAMESPACE = "easel"
+# Discord caps custom ids at 100 characters; ours stay far below by carrying only ids.
+CUSTOM_ID_MAX = 100
+_PATTERN = re.compile(r"easel:(?P<action>[a-z]+):(?P<job>[1-9]\d{0,18})(?::(?P<index>[1-4]))?")
+STALE = "This button is not one Easel recognises (it may be from an old version). Use /show with the job id instead."
+
+
+class Action(enum.StrEnum):
+    """What a button asks for."""
+
+    PICK = "u"
+    VARY = "v"
+    REROLL = "reroll"
+    UPSCALE = "upscale"
+    DELETE = "delete"
+    CANCEL = "cancel"
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the button names one image of a grid."""
+        return self in (Action.PICK, Action.VARY)
+
+
+@dataclass(frozen=True)
+class ButtonRef:
+    """What a button's custom id says: an action on a job (and, for U/V, one image of it)."""
+
+    action: Action
+    job_id: int
+    index: int | None = None
+
+    @property
+    def custom_id(self) -> str:
+        """The custom id Discord stores on the button."""
+        suffix = f":{self.index}" if self.index is not None else ""
+        return f"{NAMESPACE}:{self.action.value}:{self.job_id}{suffix}"
+
+
+def parse_custom_id(custom_id: str) -> ButtonRef:
+    """Parse one of our custom ids, refusing anything malformed or forged."""
+    match = _PATTERN.fullmatch(custom_id)
+    if match is None:
+        raise InvalidInput(STALE)
+    try:
+        action = Action(match["action"])
+    except ValueError:
+        raise InvalidInput(STALE) from None
+    index = int(match["index"]) if match["index"] else None
+    if action.indexed != (index is not None):
+        raise InvalidInput(STALE)
+    return ButtonRef(action, int(match["job"]), index)
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"easel:.*"):
+    """Any Easel button. The catch-all template lets a forged id get a clear answer instead of silence."""
+
+    def __init__(
+        self,
+        ref: ButtonRef | None,
+        *,
+        label: str | None = None,
+        emoji: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        row: int | None = None,
+        custom_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji=emoji,
+                style=style,
+                row=row,
+                custom_id=custom_id or (ref.custom_id if ref else f"{NAMESPACE}:invalid"),
+            )
+        )
+        self.ref = ref
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> JobButton:
+        """Rebuild the button from a click; a malformed id keeps ``ref`` None and is answered by the cog."""
+        try:
+            ref: ButtonRef | None = parse_custom_id(match.string)
+        except InvalidInput:
+            ref = None
+        return cls(ref, custom_id=match.string)
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        """Hand the click to whichever cog handles Easel buttons (``on_easel_button``)."""
+        interaction.client.dispatch("easel_button", interaction, self.ref)
+
+
+def result_view(job: Job) -> discord.ui.View:
+    """Return the buttons under a job's result: U/V per image on a grid, Vary/Upscale on a single image."""
+    view = discord.ui.View(timeout=None)
+    if job.is_grid:
+        for i in range(1, len(job.images) + 1):
+            view.add_item(JobButton(ButtonRef(Action.PICK, job.id, i), label=f"U{i}", row=0))
+        for i in range(1, len(job.images) + 1):
+            view.add_item(JobButton(ButtonRef(Action.VARY, job.id, i), label=f"V{i}", row=1))
+    else:
+        view.add_item(JobButton(ButtonRef(Action.VARY, job.id, 1), label="Vary", emoji="🎲", row=0))
+        if job.kind is not JobKind.UPSCALE:
+            view.add_item(JobButton(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
+    if job.kind in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
+        view.add_item(JobButton(ButtonRef(Action.REROLL, job.id), label="Reroll", emoji="🔄", row=2))
+    view.add_item(
+        JobButton(
+            ButtonRef(Action.DELETE, job.id),
+            label="Delete",
+            emoji="🗑️",
+            style=discord.ButtonStyle.danger,
+            row=2,
+        )
+    )
+    return view
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    """Return the Cancel button shown under a queued job."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(ButtonRef(Action.CANCEL, job_id), label="Cancel", emoji="✖️"))
+    return view

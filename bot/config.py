@@ -1,0 +1,297 @@
+"""Typed settings: loaded once from TOML, validated, with secrets that never print."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.errors import ConfigError
+
+T = TypeVar("T")
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
+TOKEN_HELP = (
+    "create a bot at https://discord.com/developers/applications (Bot → Reset Token), "
+    "then put it in [discord] token or the DISCORD_TOKEN environment variable"
+)
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret itself, for the one call that needs it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    """How Easel reaches Discord."""
+
+    token: Secret
+    api_base: str = DISCORD_API_BASE
+    gateway_url: str = ""
+    dev_guild_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    """The OpenAI Images backend; enabled when an API key is set."""
+
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    base_url: str = ""
+    model: str = "gpt-image-1-mini"
+    quality: str = "auto"
+    timeout_s: float = 120.0
+    retries: int = 3
+    concurrency: int = 2
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the OpenAI backend is configured."""
+        return bool(self.api_key)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where jobs and images live."""
+
+    path: Path = Path("data/easel.sqlite3")
+
+    @property
+    def images_dir(self) -> Path:
+        """The directory beside the database that holds rendered images."""
+        return self.path.parent / "images"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Limits on waiting work; over a limit the request is refused, nothing is enqueued."""
+
+    max_per_member: int = 3
+    max_per_guild: int = 20
+    max_total: int = 500
+    position_update_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Output encoding and input limits."""
+
+    output_format: str = "png"
+    default_count: int = 1
+    max_upload_mb: float = 8.0
+    max_input_pixels: int = 4096 * 4096
+    upscale_max_pixels: int = 4096 * 4096
+    variation_strength: float = 0.6
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload size cap in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Easel reads from its config file."""
+
+    discord: DiscordSettings
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    log_level: str = "INFO"
+
+
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Section:
+    """Reads one TOML table, naming ``section.key`` in every error."""
+
+    def __init__(self, name: str, data: Mapping[str, Any], known: set[str]) -> None:
+        self.name = name
+        self.data = data
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"[{name}] has unknown key(s) {', '.join(unknown)}; "
+                f"known keys are {', '.join(sorted(known))} (see config.example.toml)"
+            )
+
+    def get(self, key: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None) -> T:
+        """Return ``key`` as ``kind``, or ``default``; raise ConfigError naming the key when it is wrong."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{self.name}.{key} must be {_kind_name(kind)}, not {type(value).__name__} ({value!r})"
+            )
+        if check is not None and (problem := check(value)):
+            raise ConfigError(f"{self.name}.{key} = {value!r}: {problem}")
+        return value
+
+
+def _kind_name(kind: type) -> str:
+    return {
+        str: "a string",
+        int: "a whole number",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+    }.get(kind, kind.__name__)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _url(value: str) -> str | None:
+    if value and not value.startswith(("http://", "https://", "ws://", "wss://")):
+        return "must be a full URL starting with http(s):// or ws(s)://"
+    return None
+
+
+def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the config file; environment variables override the secrets."""
+    env = os.environ if env is None else env
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist; copy config.example.toml to {path} and fill in [discord] token"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_settings(raw, env, base_dir=path.parent)
+
+
+def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
+    """Build Settings from parsed TOML; every error names the key and the fix."""
+    top = _Section("config", raw, {"discord", "openai", "storage", "queue", "images", "logging"})
+    for name in top.data:
+        if not isinstance(top.data[name], dict):
+            raise ConfigError(f"[{name}] must be a table (a [{name}] section), not a plain value")
+
+    d = _Section("discord", raw.get("discord", {}), {"token", "api_base", "gateway_url", "dev_guild_ids"})
+    token = env.get("DISCORD_TOKEN") or d.get("token", str, "")
+    if not token:
+        raise ConfigError(f"discord.token is missing: {TOKEN_HELP}")
+    guild_ids = d.get("dev_guild_ids", list, [])
+    if not all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in guild_ids):
+        raise ConfigError(
+            "discord.dev_guild_ids must be a list of server ids (numbers), e.g. [123456789012345678]"
+        )
+    discord = DiscordSettings(
+        token=Secret(token),
+        api_base=d.get("api_base", str, DISCORD_API_BASE, _url).rstrip("/"),
+        gateway_url=d.get("gateway_url", str, "", _url),
+        dev_guild_ids=tuple(guild_ids),
+    )
+
+    o = _Section(
+        "openai",
+        raw.get("openai", {}),
+        {"api_key", "base_url", "model", "quality", "timeout_s", "retries", "concurrency"},
+    )
+    defaults = OpenAISettings()
+    openai = OpenAISettings(
+        api_key=Secret(env.get("OPENAI_API_KEY") or o.get("api_key", str, "")),
+        base_url=o.get("base_url", str, "", _url),
+        model=o.get("model", str, defaults.model, lambda v: None if v else "must not be empty"),
+        quality=o.get("quality", str, defaults.quality),
+        timeout_s=o.get("timeout_s", float, defaults.timeout_s, _positive),
+        retries=o.get(
+            "retries", int, defaults.retries, lambda v: None if 1 <= v <= 10 else "must be 1 to 10"
+        ),
+        concurrency=o.get("concurrency", int, defaults.concurrency, _positive),
+    )
+
+    s = _Section("storage", raw.get("storage", {}), {"path"})
+    db = Path(s.get("path", str, str(StorageSettings().path)))
+    storage = StorageSettings(path=db if db.is_absolute() else base_dir / db)
+
+    q = _Section(
+        "queue", raw.get("queue", {}), {"max_per_member", "max_per_guild", "max_total", "position_update_s"}
+    )
+    qd = QueueSettings()
+    queue = QueueSettings(
+        max_per_member=q.get("max_per_member", int, qd.max_per_member, _positive),
+        max_per_guild=q.get("max_per_guild", int, qd.max_per_guild, _positive),
+        max_total=q.get("max_total", int, qd.max_total, _positive),
+        position_update_s=q.get(
+            "position_update_s",
+            float,
+            qd.position_update_s,
+            lambda v: None if v >= 1 else "must be at least 1 (Discord rate-limits message edits)",
+        ),
+    )
+
+    i = _Section(
+        "images",
+        raw.get("images", {}),
+        {
+            "output_format",
+            "default_count",
+            "max_upload_mb",
+            "max_input_pixels",
+            "upscale_max_pixels",
+            "variation_strength",
+        },
+    )
+    idf = ImageSettings()
+    images = ImageSettings(
+        output_format=i.get("output_format", str, idf.output_format, _one_of(*OUTPUT_FORMATS)),
+        default_count=i.get(
+            "default_count", int, idf.default_count, lambda v: None if 1 <= v <= 4 else "must be 1 to 4"
+        ),
+        max_upload_mb=i.get("max_upload_mb", float, idf.max_upload_mb, _positive),
+        max_input_pixels=i.get("max_input_pixels", int, idf.max_input_pixels, _positive),
+        upscale_max_pixels=i.get("upscale_max_pixels", int, idf.upscale_max_pixels, _positive),
+        variation_strength=i.get(
+            "variation_strength",
+            float,
+            idf.variation_strength,
+            lambda v: None if 0.05 <= v <= 1.0 else "must be between 0.05 and 1.0",
+        ),
+    )
+
+    lg = _Section("logging", raw.get("logging", {}), {"level"})
+    level = lg.get("level", str, "INFO", lambda v: None if v.upper() in LOG_LEVELS else f"use {LOG_LEVELS}")
+    return Settings(
+        discord=discord, openai=openai, storage=storage, queue=queue, images=images, log_level=level.upper()
+    )

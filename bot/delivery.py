@@ -1,0 +1,185 @@
+"""Delivery: turns a job into Discord messages, idempotently, without touching renderers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import discord
+
+from bot import images
+from bot.buttons import cancel_view, result_view
+from bot.files import ImageFiles
+from bot.jobs import Job, JobKind, JobStatus, utcnow
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+# Embed descriptions hold 4,096 characters; status lines quote a shortened prompt.
+STATUS_PROMPT_CHARS = 200
+TITLES = {
+    JobKind.IMAGINE: "Imagine",
+    JobKind.REROLL: "Reroll",
+    JobKind.VARIATION: "Variation",
+    JobKind.UPSCALE: "Upscale 2×",
+    JobKind.PICK: "Single image",
+}
+
+
+def escape(text: str) -> str:
+    """Show member text literally: no markdown, no mentions (allowed mentions are off as well)."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def short_prompt(text: str) -> str:
+    """Return the prompt cut to a status-line length, escaped."""
+    cut = text if len(text) <= STATUS_PROMPT_CHARS else text[: STATUS_PROMPT_CHARS - 1] + "…"
+    return escape(cut)
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    """A job's result as Discord will show it."""
+
+    embed: discord.Embed
+    file: discord.File
+    view: discord.ui.View
+
+
+class Delivery:
+    """Posts results, failures and queue positions; a job's result is posted exactly once."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        store: Store,
+        files: ImageFiles,
+        *,
+        output_format: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._files = files
+        self._format = output_format
+        self._clock = clock
+        # Serialises deliveries of one job, so a recovery sweep never races a live delivery.
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def result_message(self, job: Job) -> ResultMessage:
+        """Build the result message of a rendered or posted job (also used by /show)."""
+        blobs = [await self._files.read(name) for name in job.images]
+        encoded = await asyncio.to_thread(images.compose_result, blobs, self._format, job.upload_limit)
+        filename = f"easel-{job.id}.{encoded.filename_ext}"
+        embed = discord.Embed(
+            title=TITLES[job.kind], description=escape(job.params.prompt), colour=discord.Colour.blurple()
+        )
+        embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+        embed.add_field(name="Backend", value=job.made_by or job.backend)
+        if job.params.seed is not None:
+            embed.add_field(name="Seed", value=str(job.params.seed))
+        if job.parent_id is not None:
+            what = f"image {job.parent_index} of " if job.parent_index else ""
+            embed.add_field(name="From", value=f"{what}job #{job.parent_id}")
+        if encoded.reduced:
+            embed.add_field(name="Note", value=encoded.note, inline=False)
+        embed.set_image(url=f"attachment://{filename}")
+        embed.set_footer(text=f"Job #{job.id} · /show job:{job.id}")
+        return ResultMessage(embed, discord.File(encoded.as_file(), filename=filename), result_view(job))
+
+    async def deliver(self, job: Job) -> Job:
+        """Post a rendered job's result once: by interaction webhook while the token lives, else to the channel."""
+        async with self._locks.setdefault(job.id, asyncio.Lock()):
+            try:
+                job = await self._store.get(job.id)
+                if job.status is not JobStatus.RENDERED:
+                    return job
+                result = await self.result_message(job)
+                message = await self._edit_status(
+                    job, content="", embed=result.embed, attachments=[result.file], view=result.view
+                )
+                if message is None:
+                    result = await self.result_message(job)  # a File is consumed by one upload
+                    message = await self._send_to_channel(
+                        job,
+                        f"<@{job.user_id}>, your images are ready.",
+                        embed=result.embed,
+                        file=result.file,
+                        view=result.view,
+                        nonce=f"easel-r{job.id}",
+                    )
+                if message is None:
+                    return await self._store.mark_failed(
+                        job.id, "Easel could not post the result in that channel (missing permissions?)."
+                    )
+                return await self._store.mark_posted(job.id, message.id, message.channel.id)
+            finally:
+                self._locks.pop(job.id, None)
+
+    async def notify_ended(self, job: Job) -> None:
+        """Tell the member their job failed or was cancelled, once."""
+        if job.message_id is not None:
+            return
+        if job.status is JobStatus.CANCELLED:
+            text = f"✖️ Job #{job.id} was cancelled. Nothing was charged."
+        else:
+            text = f"❌ Job #{job.id} failed: {job.error} Nothing was charged."
+        message = await self._edit_status(job, content=text, embed=None, attachments=[], view=None)
+        if message is None and job.status is JobStatus.FAILED:
+            message = await self._send_to_channel(job, f"<@{job.user_id}> {text}", nonce=f"easel-f{job.id}")
+        await self._store.set_message(job.id, message.id if message else 0)
+
+    async def show_position(self, job: Job, position: int, total: int) -> None:
+        """Show a queued job's place in line on its status message."""
+        text = (
+            f"⏳ **Queued** — position **{position}** of {total} for `{job.backend}`. Job #{job.id}\n"
+            f"> {short_prompt(job.params.prompt)}"
+        )
+        await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
+
+    async def show_running(self, job: Job) -> None:
+        """Show that a job has started rendering."""
+        text = f"🎨 **Rendering** on `{job.backend}`… Job #{job.id}\n> {short_prompt(job.params.prompt)}"
+        await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
+
+    async def _edit_status(self, job: Job, **fields: Any) -> discord.Message | None:
+        """Edit the job's interaction response; None when the token expired or the message is gone."""
+        it = job.interaction
+        if it is None or it.message_id is None or not it.token_valid(self._clock()):
+            return None
+        webhook = discord.Webhook.partial(it.application_id, it.token, client=self._client)
+        try:
+            return await webhook.edit_message(it.message_id, allowed_mentions=NO_MENTIONS, **fields)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            # 404: the member deleted the message; 401/403: the token expired early. Fall back.
+            log.info("job %d: interaction message unavailable (%s); using the channel", job.id, exc.status)
+            return None
+        except discord.HTTPException as exc:
+            if exc.status == 401:
+                return None
+            raise
+
+    async def _send_to_channel(
+        self, job: Job, content: str, *, nonce: str, **fields: Any
+    ) -> discord.Message | None:
+        """Post in the job's channel, pinging only the requester; None when Easel may not post there."""
+        channel = self._client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        try:
+            # The nonce makes Discord drop a repeat of this post for a few minutes, which closes
+            # the window between "sent" and "recorded" if Easel crashes in between.
+            return await channel.send(
+                content,
+                nonce=nonce,
+                allowed_mentions=discord.AllowedMentions(
+                    everyone=False, roles=False, users=[discord.Object(job.user_id)]
+                ),
+                **fields,
+            )
+        except (discord.Forbidden, discord.NotFound) as exc:
+            log.warning("job %d: cannot post in channel %d (%s)", job.id, job.channel_id, exc.status)
+            return None

@@ -1,0 +1,308 @@
+"""The generation service: turns member requests and button clicks into jobs. No Discord objects here."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from bot.config import ImageSettings
+from bot.errors import InvalidInput, NotAllowed, NotFound
+from bot.files import ImageFiles
+from bot.jobs import Interaction, Job, JobKind, JobParams, JobStatus, NewJob
+from bot.queue import JobQueue
+from bot.renderers.base import Capabilities, Operation, Renderer
+from bot.store import Store
+
+PROMPT_MAX = 1000
+NEGATIVE_MAX = 500
+SEED_MAX = 2**32 - 1
+ASPECTS = {"square": 1.0, "portrait": 2 / 3, "landscape": 3 / 2}
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, where, and through which interaction; filled by the cog from Discord's payload."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    upload_limit: int
+    interaction: Interaction | None = None
+    manage_messages: bool = False
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What /queue shows a member."""
+
+    mine: tuple[tuple[Job, int | None], ...]  # (job, place in line; None while rendering)
+    guild_waiting: int
+
+
+def pick_size(caps: Capabilities, aspect: str) -> tuple[int, int]:
+    """Map an aspect name to the backend size whose shape is nearest (then whose area is nearest 1 MP)."""
+    target = math.log(ASPECTS[aspect])
+    return min(
+        caps.sizes, key=lambda s: (abs(math.log(s[0] / s[1]) - target), abs(s[0] * s[1] - 1024 * 1024))
+    )
+
+
+class Generation:
+    """Accepts /imagine, /variation and result-button requests as durable jobs."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: JobQueue,
+        files: ImageFiles,
+        renderers: Mapping[str, Renderer],
+        *,
+        upscaler: str,
+        images: ImageSettings,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._files = files
+        self._renderers = renderers
+        self._upscaler = upscaler
+        self._images = images
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backends members can generate with, default first."""
+        return tuple(
+            name for name, r in self._renderers.items() if Operation.GENERATE in r.capabilities.operations
+        )
+
+    async def imagine(
+        self,
+        who: Requester,
+        prompt: str,
+        *,
+        negative: str = "",
+        aspect: str = "square",
+        count: int | None = None,
+        seed: int | None = None,
+        quality: str = "",
+        backend: str | None = None,
+    ) -> Job:
+        """Queue a text-to-image job."""
+        name, caps = self._backend(backend, Operation.GENERATE)
+        params = JobParams(
+            prompt=_clean(prompt, "prompt", PROMPT_MAX, required=True),
+            negative=_clean(negative, "negative", NEGATIVE_MAX),
+            count=self._count(count, caps),
+            seed=_seed(seed, caps),
+            quality=_quality(quality, caps),
+            width=0,
+            height=0,
+        )
+        if aspect not in ASPECTS:
+            raise InvalidInput(f"aspect must be one of {', '.join(ASPECTS)}.")
+        width, height = pick_size(caps, aspect)
+        return await self._submit(who, JobKind.IMAGINE, name, replace(params, width=width, height=height))
+
+    async def variation(
+        self,
+        who: Requester,
+        source_png: bytes,
+        size: tuple[int, int],
+        *,
+        prompt: str = "",
+        strength: float | None = None,
+        count: int | None = None,
+        backend: str | None = None,
+    ) -> Job:
+        """Queue variations of an uploaded (already validated) image."""
+        name, caps = self._backend(backend, Operation.VARY)
+        params = JobParams(
+            prompt=_clean(prompt, "prompt", PROMPT_MAX) or "A variation of this image",
+            count=self._count(count, caps),
+            seed=_seed(None, caps),
+            strength=_strength(strength, self._images.variation_strength),
+            width=0,
+            height=0,
+        )
+        width, height = pick_size(caps, _nearest_aspect(*size))
+        return await self._submit(
+            who, JobKind.VARIATION, name, replace(params, width=width, height=height), source=source_png
+        )
+
+    async def reroll(self, who: Requester, job_id: int) -> Job:
+        """Queue the same request as job ``job_id`` with a new seed."""
+        parent = await self._result(who, job_id)
+        if parent.kind not in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
+            raise InvalidInput("Only generated results can be rerolled.")
+        caps = self._caps(parent.backend)
+        params = replace(parent.params, seed=_seed(None, caps))
+        kind = JobKind.VARIATION if parent.kind is JobKind.VARIATION else JobKind.REROLL
+        source = parent.source_path if kind is JobKind.VARIATION else None
+        return await self._submit(who, kind, parent.backend, params, parent=parent, source_path=source)
+
+    async def vary(self, who: Requester, job_id: int, index: int) -> Job:
+        """Queue variations of image ``index`` (1-based) of a result."""
+        parent = await self._result(who, job_id, index)
+        name, caps = self._backend(
+            parent.backend if parent.backend in self.backends else None, Operation.VARY
+        )
+        params = replace(
+            parent.params,
+            seed=_seed(None, caps),
+            count=min(parent.params.count, caps.max_count),
+            strength=self._images.variation_strength,
+        )
+        return await self._submit(who, JobKind.VARIATION, name, params, parent=parent, index=index)
+
+    async def upscale(self, who: Requester, job_id: int) -> Job:
+        """Queue a 2× upscale of a single-image result."""
+        parent = await self._result(who, job_id, 1)
+        if parent.is_grid:
+            raise InvalidInput("Pick one image first (U1–U4), then upscale it.")
+        if parent.params.width * parent.params.height * 4 > self._images.upscale_max_pixels:
+            raise InvalidInput("This image is already as large as Easel upscales to.")
+        params = replace(
+            parent.params, count=1, width=parent.params.width * 2, height=parent.params.height * 2
+        )
+        return await self._submit(who, JobKind.UPSCALE, self._upscaler, params, parent=parent, index=1)
+
+    async def pick(self, who: Requester, job_id: int, index: int) -> Job:
+        """Make image ``index`` of a grid its own result (no rendering needed)."""
+        parent = await self._result(who, job_id, index)
+        new = self._new(who, JobKind.PICK, parent.backend, replace(parent.params, count=1), parent, index)
+        return await self._store.add_rendered(new, (parent.images[index - 1],), parent.made_by)
+
+    async def cancel(self, who: Requester, job_id: int) -> Job:
+        """Cancel a member's queued job, or ask their running job to stop."""
+        job = await self._store.cancel(job_id, who.guild_id, who.user_id)
+        self._queue.poke(job.backend)
+        return job
+
+    async def deletable(self, who: Requester, job_id: int) -> Job:
+        """Return the job if this member may delete its result message."""
+        job = await self._store.find(job_id, who.guild_id)
+        if job.user_id != who.user_id and not who.manage_messages:
+            raise NotAllowed("Only the member who asked for this image, or a moderator, can delete it.")
+        return job
+
+    async def showable(self, who: Requester, job_id: int) -> Job:
+        """Return a finished job of this guild whose result can be shown again."""
+        job = await self._store.find(job_id, who.guild_id)
+        if job.status not in (JobStatus.RENDERED, JobStatus.POSTED) or not job.images:
+            raise NotFound(f"Job #{job_id} has no result to show ({job.status.value}).")
+        return job
+
+    async def queue_view(self, who: Requester) -> QueueView:
+        """Return the member's active jobs with their places in line, and the guild's queue length."""
+        active = await self._store.active_jobs(who.guild_id)
+        mine = [job for job in active if job.user_id == who.user_id]
+        places: dict[int, int] = {}
+        for backend in {job.backend for job in mine}:
+            places.update(await self._queue.positions(backend))
+        waiting = sum(1 for job in active if job.status is JobStatus.QUEUED)
+        return QueueView(tuple((job, places.get(job.id)) for job in mine), waiting)
+
+    async def _submit(
+        self,
+        who: Requester,
+        kind: JobKind,
+        backend: str,
+        params: JobParams,
+        *,
+        parent: Job | None = None,
+        index: int | None = None,
+        source: bytes | None = None,
+        source_path: str | None = None,
+    ) -> Job:
+        if source is None and source_path is not None:
+            source = await self._files.read(source_path)
+        new = replace(self._new(who, kind, backend, params, parent, index), source_image=source)
+        return await self._queue.submit(new)
+
+    def _new(
+        self,
+        who: Requester,
+        kind: JobKind,
+        backend: str,
+        params: JobParams,
+        parent: Job | None,
+        index: int | None,
+    ) -> NewJob:
+        return NewJob(
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            kind=kind,
+            backend=backend,
+            params=params,
+            interaction=who.interaction,
+            parent_id=parent.id if parent else None,
+            parent_index=index,
+            upload_limit=who.upload_limit,
+        )
+
+    async def _result(self, who: Requester, job_id: int, index: int | None = None) -> Job:
+        job = await self.showable(who, job_id)
+        if index is not None and not 1 <= index <= len(job.images):
+            raise NotFound(f"Job #{job_id} has no image {index}.")
+        return job
+
+    def _backend(self, name: str | None, operation: Operation) -> tuple[str, Capabilities]:
+        able = [n for n, r in self._renderers.items() if operation in r.capabilities.operations]
+        if not able:
+            raise InvalidInput("No configured backend can do that yet.")
+        if name is None:
+            name = able[0]
+        if name not in able:
+            raise InvalidInput(f"Backend {name!r} is not available here; choose one of {', '.join(able)}.")
+        return name, self._renderers[name].capabilities
+
+    def _caps(self, backend: str) -> Capabilities:
+        renderer = self._renderers.get(backend)
+        if renderer is None:
+            raise InvalidInput(f"The {backend} backend is not configured any more.")
+        return renderer.capabilities
+
+    def _count(self, count: int | None, caps: Capabilities) -> int:
+        count = self._images.default_count if count is None else count
+        if not 1 <= count <= min(4, caps.max_count):
+            raise InvalidInput(f"count must be between 1 and {min(4, caps.max_count)}.")
+        return count
+
+
+def _clean(text: str, field: str, limit: int, *, required: bool = False) -> str:
+    text = " ".join(text.split())
+    if required and not text:
+        raise InvalidInput(f"The {field} is empty: describe the image you want.")
+    if len(text) > limit:
+        raise InvalidInput(f"The {field} is {len(text)} characters long; shorten it to {limit} or fewer.")
+    return text
+
+
+def _seed(seed: int | None, caps: Capabilities) -> int | None:
+    if not caps.seeded:
+        return None
+    if seed is None:
+        return secrets.randbelow(SEED_MAX + 1)
+    if not 0 <= seed <= SEED_MAX:
+        raise InvalidInput(f"seed must be between 0 and {SEED_MAX}.")
+    return seed
+
+
+def _quality(quality: str, caps: Capabilities) -> str:
+    if quality and quality not in caps.qualities:
+        raise InvalidInput(f"quality must be one of {', '.join(caps.qualities) or 'the backend default'}.")
+    return quality
+
+
+def _strength(strength: float | None, default: float) -> float:
+    strength = default if strength is None else strength
+    if not 0.05 <= strength <= 1.0:
+        raise InvalidInput("strength must be between 0.05 (close to the original) and 1.0 (free).")
+    return strength
+
+
+def _nearest_aspect(width: int, height: int) -> str:
+    ratio = math.log(width / height)
+    return min(ASPECTS, key=lambda name: abs(math.log(ASPECTS[name]) - ratio))

@@ -1,0 +1,147 @@
+"""Jobs: the durable unit of work, as plain values, and the transitions between their states."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bot.renderers.base import Operation, Usage
+
+# Discord invalidates an interaction token 15 minutes after the interaction; a little
+# margin keeps a slow upload from racing the deadline.
+INTERACTION_TOKEN_TTL = timedelta(minutes=15)
+TOKEN_MARGIN = timedelta(seconds=30)
+
+
+class JobKind(enum.StrEnum):
+    """Why a job exists, as the member asked for it."""
+
+    IMAGINE = "imagine"
+    VARIATION = "variation"
+    REROLL = "reroll"
+    UPSCALE = "upscale"
+    PICK = "pick"  # U1-U4: one image of a grid, no rendering needed
+
+    @property
+    def operation(self) -> Operation:
+        """The renderer operation this kind of job needs."""
+        if self is JobKind.VARIATION:
+            return Operation.VARY
+        if self is JobKind.UPSCALE:
+            return Operation.UPSCALE
+        return Operation.GENERATE
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is on its path from request to posted result."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RENDERED = "rendered"
+    POSTED = "posted"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether nothing more will happen to a job in this state."""
+        return self in (JobStatus.POSTED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# Every allowed transition; the store refuses anything else, so a bug cannot post a
+# cancelled job or re-render a posted one.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.RENDERED, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.RENDERED: frozenset({JobStatus.POSTED, JobStatus.FAILED}),
+    JobStatus.POSTED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """What delivery needs to answer through an interaction's webhook while its token lives."""
+
+    application_id: int
+    token: str
+    created_at: datetime
+    message_id: int | None = None
+
+    def token_valid(self, now: datetime) -> bool:
+        """Whether the webhook token can still be used at ``now``."""
+        return now < self.created_at + INTERACTION_TOKEN_TTL - TOKEN_MARGIN
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """The render parameters of a job, as chosen at request time."""
+
+    prompt: str
+    width: int
+    height: int
+    count: int = 1
+    negative: str = ""
+    seed: int | None = None  # None for backends that take no seed (OpenAI)
+    quality: str = ""
+    strength: float = 0.6
+    extra_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as the service asks the queue to accept it."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    kind: JobKind
+    backend: str
+    params: JobParams
+    interaction: Interaction | None = None
+    parent_id: int | None = None
+    parent_index: int | None = None
+    upload_limit: int = 10 * 1024 * 1024
+    source_image: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored: the one Python shape of a ``jobs`` row."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    kind: JobKind
+    backend: str
+    status: JobStatus
+    params: JobParams
+    created_at: datetime
+    interaction: Interaction | None = None
+    parent_id: int | None = None
+    parent_index: int | None = None
+    upload_limit: int = 10 * 1024 * 1024
+    images: tuple[str, ...] = ()
+    source_path: str | None = None
+    made_by: str = ""
+    usage: Usage | None = None
+    error: str = ""
+    message_id: int | None = None
+    posted_channel_id: int | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+
+    @property
+    def is_grid(self) -> bool:
+        """Whether the result shows several images (and so U/V buttons)."""
+        return len(self.images) > 1
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware in UTC."""
+    return datetime.now(UTC)

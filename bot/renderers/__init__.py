@@ -1,0 +1,1 @@
+"""Renderers turn a RenderRequest into images; they never touch Discord."""

@@ -1,0 +1,101 @@
+"""The Renderer protocol and the plain values that cross it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Operation(enum.StrEnum):
+    """What a renderer is asked to do."""
+
+    GENERATE = "generate"
+    VARY = "vary"
+    UPSCALE = "upscale"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage a backend reported for one request (OpenAI's ``usage`` block)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Everything a renderer needs for one job; plain data, no Discord objects.
+
+    ``source`` is the encoded input image (PNG) for VARY and UPSCALE.
+    ``width``/``height`` are already one of the sizes in the renderer's capabilities.
+    """
+
+    job_id: int
+    operation: Operation
+    prompt: str
+    width: int
+    height: int
+    count: int = 1
+    negative: str = ""
+    seed: int = 0
+    quality: str = ""
+    strength: float = 0.6
+    source: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Encoded images (PNG, JPEG or WebP bytes), plus what the result message should say."""
+
+    images: tuple[bytes, ...]
+    usage: Usage | None = None
+    made_by: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report from a renderer: step ``step`` of ``total``, with an optional preview."""
+
+    step: int
+    total: int
+    preview: bytes | None = None
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a renderer can do; the service maps member requests onto these."""
+
+    sizes: tuple[tuple[int, int], ...]
+    max_count: int = 4
+    variation: bool = True
+    negative_prompt: bool = False
+    seeded: bool = False
+    qualities: tuple[str, ...] = ()
+    max_batch: int = 1
+    progress: bool = False
+    cancellable: bool = False
+    operations: tuple[Operation, ...] = field(default=(Operation.GENERATE, Operation.VARY))
+
+
+class Renderer(Protocol):
+    """A backend that renders images. Implementations must never block the event loop."""
+
+    @property
+    def name(self) -> str:
+        """The backend's name as members see it (``openai``, ``local``, ``lanczos``)."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this renderer accepts."""
+        ...
+
+    async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
+        """Render one request; raise RenderFailed (or a subclass) with a member-safe message on failure."""
+        ...

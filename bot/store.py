@@ -1,0 +1,440 @@
+"""The only module that speaks SQL: one long-lived aiosqlite connection in WAL mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.errors import LimitReached, NotAllowed, NotFound
+from bot.jobs import (
+    TRANSITIONS,
+    Interaction,
+    Job,
+    JobKind,
+    JobParams,
+    JobStatus,
+    NewJob,
+    utcnow,
+)
+from bot.renderers.base import Usage
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+class Store:
+    """Durable state of Easel. Every method is one transaction; SQL lives beside the method that runs it."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        # aiosqlite serialises statements, not transactions: without this lock a
+        # statement from one coroutine could land inside another's BEGIN ... COMMIT.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path) -> AsyncIterator[Store]:
+        """Open (creating if needed) the database at ``path``, apply migrations, and close it on exit."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode loses no committed transaction on an application crash,
+            # only on power loss, and saves an fsync per commit.
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            store = cls(conn)
+            await store._migrate()
+            yield store
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        folder = resources.files("bot") / "migrations"
+        scripts = sorted(
+            (int(f.name[1:].split("__", 1)[0]), f) for f in folder.iterdir() if f.name.endswith(".sql")
+        )
+        async with self._lock:
+            row = await (await self._conn.execute("PRAGMA user_version")).fetchone()
+            current = int(row[0]) if row else 0
+            for version, script in scripts:
+                if version <= current:
+                    continue
+                # executescript commits first; the version bump is inside the script's own transaction
+                await self._conn.executescript(
+                    f"BEGIN;\n{script.read_text(encoding='utf-8')}\nPRAGMA user_version = {version};\nCOMMIT;"
+                )
+                log.info("applied migration %s", script.name)
+
+    # -- jobs: accepting -------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        new: NewJob,
+        *,
+        max_per_member: int,
+        max_per_guild: int,
+        max_total: int,
+        source_path: str | None = None,
+    ) -> Job:
+        """Write a queued job, unless a queue limit refuses it (then nothing is written)."""
+        async with self._tx() as db:
+            member, guild, total = await _fetch_counts(db, new.guild_id, new.user_id)
+            if member >= max_per_member:
+                raise LimitReached(
+                    f"You already have {member} job(s) waiting or rendering (the limit is {max_per_member}). "
+                    "Wait for one to finish, or cancel one with /queue."
+                )
+            if guild >= max_per_guild:
+                raise LimitReached(
+                    f"This server already has {guild} jobs waiting (the limit is {max_per_guild}). "
+                    "Try again in a minute."
+                )
+            if total >= max_total:
+                raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
+            job_id = await _insert_job(db, new, JobStatus.QUEUED, source_path=source_path, images=())
+            return await _get(db, job_id)
+
+    async def add_rendered(self, new: NewJob, images: tuple[str, ...], made_by: str) -> Job:
+        """Write a job that needs no rendering (a U-pick of an existing image), ready to deliver."""
+        async with self._tx() as db:
+            job_id = await _insert_job(db, new, JobStatus.RENDERED, source_path=None, images=images)
+            await db.execute("UPDATE jobs SET made_by = ? WHERE id = ?", (made_by, job_id))
+            return await _get(db, job_id)
+
+    async def set_status_message(self, job_id: int, message_id: int) -> None:
+        """Remember the interaction response message that shows the job's queue position."""
+        async with self._tx() as db:
+            await db.execute("UPDATE jobs SET status_message_id = ? WHERE id = ?", (message_id, job_id))
+
+    # -- jobs: scheduling ------------------------------------------------------------------------
+
+    async def claim_next(self, backend: str) -> Job | None:
+        """Move the next job in fair order (guilds round-robin, then members) to running."""
+        async with self._tx() as db:
+            # Least recently served guild first (never served counts as 0, ties by oldest job),
+            # then its least recently served member, then that member's oldest job.
+            cur = await db.execute(
+                """
+                SELECT j.id, j.guild_id, j.user_id FROM jobs AS j
+                LEFT JOIN turns AS g ON g.backend = j.backend AND g.guild_id = j.guild_id AND g.user_id = 0
+                LEFT JOIN turns AS m ON m.backend = j.backend AND m.guild_id = j.guild_id
+                                    AND m.user_id = j.user_id
+                WHERE j.status = 'queued' AND j.backend = ?
+                ORDER BY COALESCE(g.last_turn, 0), COALESCE(m.last_turn, 0), j.id
+                LIMIT 1
+                """,
+                (backend,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            job_id, guild_id, user_id = int(row[0]), int(row[1]), int(row[2])
+            turn_row = await (
+                await db.execute(
+                    "SELECT COALESCE(MAX(last_turn), 0) + 1 FROM turns WHERE backend = ?", (backend,)
+                )
+            ).fetchone()
+            turn = int(turn_row[0]) if turn_row else 1
+            await db.executemany(
+                """
+                INSERT INTO turns (backend, guild_id, user_id, last_turn) VALUES (?, ?, ?, ?)
+                ON CONFLICT (backend, guild_id, user_id) DO UPDATE SET last_turn = excluded.last_turn
+                """,
+                [(backend, guild_id, 0, turn), (backend, guild_id, user_id, turn)],
+            )
+            await _transition(db, job_id, JobStatus.RUNNING, "attempts = attempts + 1")
+            return await _get(db, job_id)
+
+    async def queue_snapshot(
+        self, backend: str
+    ) -> tuple[list[tuple[int, int, int]], dict[tuple[int, int], int]]:
+        """Return the queued (job id, guild, member) triples of a backend and its turn table."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT id, guild_id, user_id FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id",
+                (backend,),
+            )
+            jobs = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+            cur = await self._conn.execute(
+                "SELECT guild_id, user_id, last_turn FROM turns WHERE backend = ?", (backend,)
+            )
+            turns = {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
+        return jobs, turns
+
+    async def backends_with_queued(self) -> list[str]:
+        """Return the backends that have queued jobs."""
+        async with self._lock:
+            cur = await self._conn.execute("SELECT DISTINCT backend FROM jobs WHERE status = 'queued'")
+            return [str(r[0]) for r in await cur.fetchall()]
+
+    # -- jobs: finishing -------------------------------------------------------------------------
+
+    async def mark_rendered(
+        self, job_id: int, images: tuple[str, ...], made_by: str, usage: Usage | None
+    ) -> Job:
+        """Record a finished render and where its images are; a job cancelled meanwhile becomes cancelled."""
+        async with self._tx() as db:
+            job = await _get(db, job_id)
+            if job.cancel_requested:
+                await _transition(db, job_id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+            else:
+                await _transition(
+                    db,
+                    job_id,
+                    JobStatus.RENDERED,
+                    "images = ?, made_by = ?, usage = ?",
+                    (json.dumps(images), made_by, json.dumps(asdict(usage)) if usage else None),
+                )
+            return await _get(db, job_id)
+
+    async def mark_posted(self, job_id: int, message_id: int, channel_id: int) -> Job:
+        """Record the message that shows a job's result: after this it is never posted again."""
+        async with self._tx() as db:
+            await _transition(
+                db,
+                job_id,
+                JobStatus.POSTED,
+                "message_id = ?, posted_channel_id = ?",
+                (message_id, channel_id),
+            )
+            return await _get(db, job_id)
+
+    async def mark_failed(self, job_id: int, error: str) -> Job:
+        """End a job with a member-readable reason; nothing is charged for it."""
+        async with self._tx() as db:
+            await _transition(db, job_id, JobStatus.FAILED, "error = ?", (error,))
+            return await _get(db, job_id)
+
+    async def mark_cancelled(self, job_id: int) -> Job:
+        """End a job the member cancelled; nothing is charged for it."""
+        async with self._tx() as db:
+            await _transition(db, job_id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+            return await _get(db, job_id)
+
+    async def set_message(self, job_id: int, message_id: int) -> None:
+        """Record the message that told the member how a job ended (0: it could not be posted)."""
+        async with self._tx() as db:
+            await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def requeue(self, job_id: int) -> Job:
+        """Put a running job back in the queue (its renderer went away before finishing)."""
+        async with self._tx() as db:
+            await _transition(db, job_id, JobStatus.QUEUED)
+            return await _get(db, job_id)
+
+    async def cancel(self, job_id: int, guild_id: int, user_id: int, *, moderator: bool = False) -> Job:
+        """Cancel a queued job now, or ask a running one to stop (its result is then discarded)."""
+        async with self._tx() as db:
+            job = await _find(db, job_id, guild_id)
+            if job.user_id != user_id and not moderator:
+                raise NotAllowed("Only the member who asked for this job can cancel it.")
+            if job.status is JobStatus.QUEUED:
+                await _transition(db, job_id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+            elif job.status is JobStatus.RUNNING:
+                await db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            else:
+                raise NotAllowed(
+                    f"Job #{job_id} has already finished ({job.status.value}); nothing to cancel."
+                )
+            return await _get(db, job_id)
+
+    # -- jobs: reading ---------------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job:
+        """Return a job by id, or raise NotFound."""
+        async with self._lock:
+            return await _get(self._conn, job_id)
+
+    async def find(self, job_id: int, guild_id: int) -> Job:
+        """Return a job of this guild; another guild's job is reported as not found."""
+        async with self._lock:
+            return await _find(self._conn, job_id, guild_id)
+
+    async def jobs_with_status(self, *statuses: JobStatus) -> list[Job]:
+        """Return jobs in any of these states, oldest first."""
+        marks = ",".join("?" * len(statuses))
+        async with self._lock:
+            cur = await self._conn.execute(
+                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY id", [s.value for s in statuses]
+            )
+            return [_job_from_row(r) for r in await cur.fetchall()]
+
+    async def active_jobs(self, guild_id: int, user_id: int | None = None) -> list[Job]:
+        """Return a guild's (or one member's) queued and running jobs, oldest first."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT * FROM jobs WHERE guild_id = ? AND status IN (?, ?) AND (? IS NULL OR user_id = ?) "
+                "ORDER BY id",
+                (guild_id, *ACTIVE, user_id, user_id),
+            )
+            return [_job_from_row(r) for r in await cur.fetchall()]
+
+    async def requeue_interrupted(self) -> None:
+        """Return renders a restart interrupted to the queue (or end them, if their member cancelled)."""
+        async with self._tx() as db:
+            cur = await db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id")
+            for job in [_job_from_row(r) for r in await cur.fetchall()]:
+                if job.cancel_requested:
+                    await _transition(db, job.id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+                else:
+                    await _transition(db, job.id, JobStatus.QUEUED)
+
+    async def undelivered(self) -> list[Job]:
+        """Return jobs whose result, failure or cancellation has not been posted yet."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT * FROM jobs WHERE status = 'rendered' "
+                "OR (status IN ('failed', 'cancelled') AND message_id IS NULL) ORDER BY id"
+            )
+            return [_job_from_row(r) for r in await cur.fetchall()]
+
+
+async def _fetch_counts(db: aiosqlite.Connection, guild_id: int, user_id: int) -> tuple[int, int, int]:
+    cur = await db.execute(
+        """
+        SELECT
+            COALESCE(SUM(guild_id = :g AND user_id = :u), 0),
+            COALESCE(SUM(guild_id = :g), 0),
+            COUNT(*)
+        FROM jobs WHERE status IN ('queued', 'running')
+        """,
+        {"g": guild_id, "u": user_id},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def _insert_job(
+    db: aiosqlite.Connection,
+    new: NewJob,
+    status: JobStatus,
+    *,
+    source_path: str | None,
+    images: Iterable[str],
+) -> int:
+    now = utcnow().isoformat()
+    it = new.interaction
+    cur = await db.execute(
+        """
+        INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at, updated_at,
+                          app_id, token, token_created_at, status_message_id, parent_id, parent_index,
+                          upload_limit, images, source_path)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        (
+            new.guild_id,
+            new.channel_id,
+            new.user_id,
+            new.kind.value,
+            new.backend,
+            status.value,
+            json.dumps(asdict(new.params)),
+            now,
+            now,
+            it.application_id if it else None,
+            it.token if it else None,
+            it.created_at.isoformat() if it else None,
+            it.message_id if it else None,
+            new.parent_id,
+            new.parent_index,
+            new.upload_limit,
+            json.dumps(list(images)),
+            source_path,
+        ),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+async def _transition(
+    db: aiosqlite.Connection, job_id: int, to: JobStatus, assignments: str = "", args: tuple[Any, ...] = ()
+) -> None:
+    allowed = [s.value for s, targets in TRANSITIONS.items() if to in targets]
+    sets = f"status = ?, updated_at = ?{', ' + assignments if assignments else ''}"
+    cur = await db.execute(
+        f"UPDATE jobs SET {sets} WHERE id = ? AND status IN ({','.join('?' * len(allowed))})",
+        (to.value, utcnow().isoformat(), *args, job_id, *allowed),
+    )
+    if cur.rowcount != 1:
+        current = await _get(db, job_id)
+        raise NotAllowed(f"Job #{job_id} is {current.status.value} and cannot become {to.value}.")
+    log.info("job %d -> %s", job_id, to.value)
+
+
+async def _get(db: aiosqlite.Connection, job_id: int) -> Job:
+    row = await (await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))).fetchone()
+    if row is None:
+        raise NotFound(f"Job #{job_id} does not exist.")
+    return _job_from_row(row)
+
+
+async def _find(db: aiosqlite.Connection, job_id: int, guild_id: int) -> Job:
+    job = await _get(db, job_id)
+    if job.guild_id != guild_id:
+        # Another guild's job is reported exactly like a missing one: ids reveal nothing.
+        raise NotFound(f"Job #{job_id} does not exist.")
+    return job
+
+
+def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
+    """Turn a ``jobs`` row into a Job: the one place that knows the column layout."""
+    interaction = None
+    if row["token"] is not None:
+        interaction = Interaction(
+            application_id=int(row["app_id"]),
+            token=str(row["token"]),
+            created_at=datetime.fromisoformat(row["token_created_at"]),
+            message_id=row["status_message_id"],
+        )
+    usage = Usage(**json.loads(row["usage"])) if row["usage"] else None
+    return Job(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        channel_id=int(row["channel_id"]),
+        user_id=int(row["user_id"]),
+        kind=JobKind(row["kind"]),
+        backend=str(row["backend"]),
+        status=JobStatus(row["status"]),
+        params=JobParams(**json.loads(row["params"])),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        interaction=interaction,
+        parent_id=row["parent_id"],
+        parent_index=row["parent_index"],
+        upload_limit=int(row["upload_limit"]),
+        images=tuple(json.loads(row["images"])),
+        source_path=row["source_path"],
+        made_by=str(row["made_by"]),
+        usage=usage,
+        error=str(row["error"]),
+        message_id=row["message_id"],
+        posted_channel_id=row["posted_channel_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=int(row["attempts"]),
+    )

@@ -1,0 +1,211 @@
+"""The render loop: claims jobs in fair order, renders them off the event loop, hands results to delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from collections.abc import Mapping
+
+from bot import images
+from bot.delivery import Delivery
+from bot.errors import RenderFailed
+from bot.files import ImageFiles
+from bot.jobs import Job, JobStatus
+from bot.queue import JobQueue
+from bot.renderers.base import Operation, Renderer, RenderRequest
+from bot.store import Store
+from bot.tasks import TaskGroup
+
+log = logging.getLogger(__name__)
+
+# Status messages of jobs further back than this are refreshed less eagerly: a queue of
+# hundreds would otherwise spend Discord's rate limit on edits nobody is watching.
+POSITION_EDITS_PER_TICK = 25
+
+
+class Worker:
+    """Owns the render slots of every backend and the periodic queue-position refresh."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        store: Store,
+        files: ImageFiles,
+        renderers: Mapping[str, Renderer],
+        delivery: Delivery,
+        *,
+        concurrency: Mapping[str, int],
+        tick_s: float,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        self._queue = queue
+        self._store = store
+        self._files = files
+        self._renderers = renderers
+        self._delivery = delivery
+        self._concurrency = concurrency
+        self._tick_s = tick_s
+        self._stop_timeout_s = stop_timeout_s
+        self._tasks = TaskGroup("worker")
+        self._renders = TaskGroup("render")
+        self._running: dict[int, tuple[str, asyncio.Task[None]]] = {}
+        self._busy: set[int] = set()
+        self._shown: dict[int, int] = {}
+
+    async def start(self) -> None:
+        """Recover unfinished work, then start claiming jobs."""
+        await self._store.requeue_interrupted()
+        pending = await self._store.undelivered()
+        for job in pending:
+            self._tasks.spawn(self._finish(job), name=f"recover-{job.id}")
+        for backend in self._renderers:
+            self._tasks.spawn(self._slot_loop(backend), name=f"slots-{backend}")
+        self._tasks.spawn(self._tick_loop(), name="positions")
+        log.info("worker started: %d job(s) to deliver after restart", len(pending))
+
+    async def stop(self) -> None:
+        """Stop taking work, give running renders a bounded time, and leave the rest for the next start."""
+        await self._tasks.cancel_all()
+        if self._renders.pending:
+            log.info("waiting up to %.0fs for %d render(s)", self._stop_timeout_s, len(self._renders.pending))
+            await self._renders.wait(self._stop_timeout_s)
+        await self._renders.cancel_all()
+
+    def cancel_running(self, job_id: int) -> bool:
+        """Interrupt a running render if its backend allows; otherwise its result will be discarded."""
+        entry = self._running.get(job_id)
+        if entry is None or not self._renderers[entry[0]].capabilities.cancellable:
+            return False
+        entry[1].cancel()
+        return True
+
+    async def announce(self, job: Job) -> None:
+        """Show a newly queued job its place in line."""
+        positions = await self._queue.positions(job.backend)
+        if job.id in positions:
+            await self._delivery.show_position(job, positions[job.id], len(positions))
+            self._shown[job.id] = positions[job.id]
+
+    async def _slot_loop(self, backend: str) -> None:
+        slots = asyncio.Semaphore(self._concurrency.get(backend, 1))
+        while True:
+            await slots.acquire()
+            job = await self._queue.claim(backend)
+            if job is None:
+                slots.release()
+                await self._queue.wait(backend)
+                continue
+            self._busy.add(job.id)
+            task = self._renders.spawn(self._render(job), name=f"job-{job.id}")
+            self._running[job.id] = (backend, task)
+            task.add_done_callback(functools.partial(self._render_done, job.id, slots))
+
+    def _render_done(self, job_id: int, slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+        self._busy.discard(job_id)
+        slots.release()
+
+    async def _render(self, job: Job) -> None:
+        renderer = self._renderers[job.backend]
+        try:
+            await self._delivery.show_running(job)
+            request = await self._request_for(job)
+            result = await renderer.render(request)
+            ext = images.sniff_extension(result.images[0])
+            paths = await self._files.save_results(job.id, result.images, ext)
+            job = await self._store.mark_rendered(job.id, paths, result.made_by, result.usage)
+        except asyncio.CancelledError:
+            current = await asyncio.shield(self._store.get(job.id))
+            if current.cancel_requested:
+                await asyncio.shield(self._end(job, None))
+            raise
+        except RenderFailed as exc:
+            log.info("job %d: render failed: %s", job.id, exc)
+            await self._end(job, str(exc))
+            return
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("job %d: unexpected error %s", job.id, error_id)
+            await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
+            return
+        await self._finish(job)
+
+    async def _end(self, job: Job, error: str | None) -> None:
+        """End a job as failed with ``error``, or as cancelled when ``error`` is None."""
+        if error is None:
+            job = await self._store.mark_cancelled(job.id)
+        else:
+            job = await self._store.mark_failed(job.id, error)
+        await self._finish(job)
+
+    async def _finish(self, job: Job) -> None:
+        """Post a job's result or its ending; a delivery error leaves it for the next tick."""
+        self._busy.add(job.id)
+        try:
+            if job.status is JobStatus.RENDERED:
+                await self._delivery.deliver(job)
+            elif job.status is JobStatus.CANCELLED:
+                await self._files.remove_job(job.id)
+                await self._delivery.notify_ended(job)
+            elif job.status is JobStatus.FAILED:
+                await self._delivery.notify_ended(job)
+        except Exception:
+            log.exception("job %d: delivery failed; will retry", job.id)
+        finally:
+            self._busy.discard(job.id)
+
+    async def _request_for(self, job: Job) -> RenderRequest:
+        operation = job.kind.operation
+        source = None
+        if operation is not Operation.GENERATE:
+            if job.source_path:
+                source = await self._files.read(job.source_path)
+            elif job.parent_id is not None:
+                parent = await self._store.get(job.parent_id)
+                source = await self._files.read(parent.images[(job.parent_index or 1) - 1])
+        p = job.params
+        prompt = f"{p.prompt}. {p.extra_prompt}" if p.extra_prompt else p.prompt
+        return RenderRequest(
+            job_id=job.id,
+            operation=operation,
+            prompt=prompt,
+            width=p.width,
+            height=p.height,
+            count=p.count,
+            negative=p.negative,
+            seed=p.seed or 0,
+            quality=p.quality,
+            strength=p.strength,
+            source=source,
+        )
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                await self._refresh_positions()
+                await self._sweep()
+            except Exception:
+                log.exception("queue refresh failed")
+            await asyncio.sleep(self._tick_s)
+
+    async def _refresh_positions(self) -> None:
+        queued = await self._store.jobs_with_status(JobStatus.QUEUED)
+        by_id = {job.id: job for job in queued}
+        edits: list[tuple[int, Job, int, int]] = []
+        for backend in {job.backend for job in queued}:
+            positions = await self._queue.positions(backend)
+            for job_id, place in positions.items():
+                if self._shown.get(job_id) != place and job_id in by_id:
+                    edits.append((place, by_id[job_id], place, len(positions)))
+        self._shown = {k: v for k, v in self._shown.items() if k in by_id}
+        for _, job, place, total in sorted(edits, key=lambda e: e[0])[:POSITION_EDITS_PER_TICK]:
+            await self._delivery.show_position(job, place, total)
+            self._shown[job.id] = place
+
+    async def _sweep(self) -> None:
+        """Retry deliveries that failed earlier (Discord was down, a 5xx outlasted discord.py's retries)."""
+        for job in await self._store.undelivered():
+            if job.id not in self._busy:
+                await self._finish(job)

@@ -1,0 +1,177 @@
+"""/imagine, /variation and /show: the commands that make and show images."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import images
+from bot.app import EaselBot, defer_public, requester
+from bot.delivery import NO_MENTIONS
+from bot.errors import InvalidInput
+from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX
+
+ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
+QUALITY_CHOICES = [app_commands.Choice(name=q, value=q) for q in ("auto", "low", "medium", "high")]
+
+
+class _Generate(commands.Cog):
+    """The commands that do not depend on how many backends there are."""
+
+    def __init__(self, bot: EaselBot) -> None:
+        self.bot = bot
+        self.services = bot.services
+
+    async def run_imagine(
+        self,
+        interaction: discord.Interaction[EaselBot],
+        prompt: str,
+        negative: str | None,
+        aspect: app_commands.Choice[str] | None,
+        count: int | None,
+        seed: int | None,
+        quality: app_commands.Choice[str] | None,
+        backend: str | None,
+    ) -> None:
+        """Acknowledge, queue the job, and show the member their place in line."""
+        message_id = await defer_public(interaction)
+        job = await self.services.generation.imagine(
+            requester(interaction, message_id),
+            prompt,
+            negative=negative or "",
+            aspect=aspect.value if aspect else "square",
+            count=count,
+            seed=seed,
+            quality=quality.value if quality else "",
+            backend=backend,
+        )
+        await self.services.worker.announce(job)
+
+    @app_commands.command(description="Make variations of an image you upload.")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image="A PNG, JPEG, WebP or GIF image",
+        prompt="Optional: what to change or emphasise",
+        strength="How far to move from the original: 0.05 (close) to 1.0 (free)",
+        count="How many variations, 1 to 4",
+    )
+    async def variation(
+        self,
+        interaction: discord.Interaction[EaselBot],
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 0, PROMPT_MAX] | None = None,
+        strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+    ) -> None:
+        limits = self.services.settings.images
+        if image.size > limits.max_upload_bytes:
+            # Refused before downloading: the attachment metadata already tells the size.
+            raise InvalidInput(
+                f"That file is {image.size / 1048576:.1f} MB; upload an image of at most {limits.max_upload_mb:g} MB."
+            )
+        message_id = await defer_public(interaction)
+        data = await image.read()
+        source = await asyncio.to_thread(
+            images.validate_upload,
+            data,
+            max_bytes=limits.max_upload_bytes,
+            max_pixels=limits.max_input_pixels,
+        )
+        job = await self.services.generation.variation(
+            requester(interaction, message_id),
+            source.png,
+            (source.width, source.height),
+            prompt=prompt or "",
+            strength=strength,
+            count=count,
+        )
+        await self.services.worker.announce(job)
+
+    @app_commands.command(description="Post a job's result again, with working buttons.")
+    @app_commands.guild_only()
+    @app_commands.describe(job="The job id from a result's footer")
+    async def show(self, interaction: discord.Interaction[EaselBot], job: app_commands.Range[int, 1]) -> None:
+        who = requester(interaction)
+        found = await self.services.generation.showable(who, job)
+        await interaction.response.defer(thinking=True)
+        result = await self.services.delivery.result_message(found)
+        await interaction.edit_original_response(
+            embed=result.embed, attachments=[result.file], view=result.view, allowed_mentions=NO_MENTIONS
+        )
+
+
+class Imagine(_Generate):
+    """Image generation commands for a single-backend install."""
+
+    @app_commands.command(description="Generate images from a text prompt.")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="What to draw",
+        negative="What to keep out of the image",
+        aspect="Image shape (default square)",
+        count="How many images, 1 to 4",
+        seed="Seed for repeatable results (backends that take one)",
+        quality="Render quality (default: the backend's)",
+    )
+    @app_commands.choices(aspect=ASPECT_CHOICES, quality=QUALITY_CHOICES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction[EaselBot],
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        negative: app_commands.Range[str, 0, NEGATIVE_MAX] | None = None,
+        aspect: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+        quality: app_commands.Choice[str] | None = None,
+    ) -> None:
+        await self.run_imagine(interaction, prompt, negative, aspect, count, seed, quality, None)
+
+
+class ImagineWithBackends(_Generate):
+    """The same commands, with a ``backend`` choice because more than one backend is configured."""
+
+    @app_commands.command(description="Generate images from a text prompt.")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="What to draw",
+        negative="What to keep out of the image",
+        aspect="Image shape (default square)",
+        count="How many images, 1 to 4",
+        seed="Seed for repeatable results (backends that take one)",
+        quality="Render quality (default: the backend's)",
+        backend="Which renderer to use",
+    )
+    @app_commands.choices(aspect=ASPECT_CHOICES, quality=QUALITY_CHOICES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction[EaselBot],
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        negative: app_commands.Range[str, 0, NEGATIVE_MAX] | None = None,
+        aspect: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+        quality: app_commands.Choice[str] | None = None,
+        backend: str | None = None,
+    ) -> None:
+        await self.run_imagine(interaction, prompt, negative, aspect, count, seed, quality, backend)
+
+    @imagine.autocomplete("backend")
+    async def backend_autocomplete(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Offer the configured backends."""
+        return [
+            app_commands.Choice(name=name, value=name)
+            for name in self.services.generation.backends
+            if current.lower() in name
+        ]
+
+
+async def setup(bot: EaselBot) -> None:
+    """Add the imagine commands, with a backend option only when there is a choice to make."""
+    many = len(bot.services.generation.backends) > 1
+    await bot.add_cog(ImagineWithBackends(bot) if many else Imagine(bot))

@@ -1,0 +1,36 @@
+"""Shared fixtures: real SQLite stores in temporary directories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.config import QueueSettings
+from bot.files import ImageFiles
+from bot.queue import SqliteJobQueue
+from bot.store import Store
+
+# Tests never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store on a fresh SQLite file."""
+    async with Store.open(tmp_path / "easel.sqlite3") as opened:
+        yield opened
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> ImageFiles:
+    """Image files under the test's temporary directory."""
+    return ImageFiles(tmp_path / "images")
+
+
+@pytest.fixture
+def queue(store: Store, files: ImageFiles) -> SqliteJobQueue:
+    """The embedded fair queue with generous limits."""
+    return SqliteJobQueue(store, files, QueueSettings(max_per_member=100, max_per_guild=100, max_total=1000))
