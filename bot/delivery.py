@@ -36,8 +36,17 @@ def escape(text: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
-def short_prompt(text: str) -> str:
-    """Return the prompt cut to a status-line length, escaped."""
+def describe(job: Job) -> str:
+    """Return a job's prompt as the result shows it (an uploaded image's variation may have none)."""
+    parts = [escape(job.params.prompt)] if job.params.prompt else []
+    if job.params.extra_prompt:
+        parts.append(f"*Variation:* {escape(job.params.extra_prompt)}")
+    return "\n".join(parts) or "*Variation of an uploaded image*"
+
+
+def short_prompt(job: Job) -> str:
+    """Return the job's prompt cut to a status-line length, escaped."""
+    text = job.params.prompt or job.params.extra_prompt or "an uploaded image"
     cut = text if len(text) <= STATUS_PROMPT_CHARS else text[: STATUS_PROMPT_CHARS - 1] + "…"
     return escape(cut)
 
@@ -77,7 +86,7 @@ class Delivery:
         encoded = await asyncio.to_thread(images.compose_result, blobs, self._format, job.upload_limit)
         filename = f"easel-{job.id}.{encoded.filename_ext}"
         embed = discord.Embed(
-            title=TITLES[job.kind], description=escape(job.params.prompt), colour=discord.Colour.blurple()
+            title=TITLES[job.kind], description=describe(job), colour=discord.Colour.blurple()
         )
         embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
         embed.add_field(name="Backend", value=job.made_by or job.backend)
@@ -138,13 +147,13 @@ class Delivery:
         """Show a queued job's place in line on its status message."""
         text = (
             f"⏳ **Queued** — position **{position}** of {total} for `{job.backend}`. Job #{job.id}\n"
-            f"> {short_prompt(job.params.prompt)}"
+            f"> {short_prompt(job)}"
         )
         await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
 
     async def show_running(self, job: Job) -> None:
         """Show that a job has started rendering."""
-        text = f"🎨 **Rendering** on `{job.backend}`… Job #{job.id}\n> {short_prompt(job.params.prompt)}"
+        text = f"🎨 **Rendering** on `{job.backend}`… Job #{job.id}\n> {short_prompt(job)}"
         await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
 
     async def _edit_status(self, job: Job, **fields: Any) -> discord.Message | None:

@@ -118,7 +118,8 @@ class Generation:
         """Queue variations of an uploaded (already validated) image."""
         name, caps = self._backend(backend, Operation.VARY)
         params = JobParams(
-            prompt=_clean(prompt, "prompt", PROMPT_MAX) or "A variation of this image",
+            prompt="",
+            extra_prompt=_clean(prompt, "prompt", PROMPT_MAX),
             count=self._count(count, caps),
             seed=_seed(None, caps),
             strength=_strength(strength, self._images.variation_strength),

@@ -166,11 +166,11 @@ class Worker:
                 parent = await self._store.get(job.parent_id)
                 source = await self._files.read(parent.images[(job.parent_index or 1) - 1])
         p = job.params
-        prompt = f"{p.prompt}. {p.extra_prompt}" if p.extra_prompt else p.prompt
         return RenderRequest(
             job_id=job.id,
             operation=operation,
-            prompt=prompt,
+            prompt=p.prompt,
+            extra_prompt=p.extra_prompt,
             width=p.width,
             height=p.height,
             count=p.count,

@@ -29,7 +29,7 @@ class Queue(commands.Cog):
         for job, place in view_data.mine:
             where = f"position {place}" if place is not None else "rendering now"
             lines.append(
-                f"• Job #{job.id} ({job.kind.value}, `{job.backend}`) — {where}: {short_prompt(job.params.prompt)}"
+                f"• Job #{job.id} ({job.kind.value}, `{job.backend}`) — {where}: {short_prompt(job)}"
             )
             if len(view.children) < MAX_BUTTONS:
                 view.add_item(

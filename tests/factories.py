@@ -25,5 +25,7 @@ def new_job(
         backend=backend,
         params=JobParams(prompt=prompt, width=64, height=64, count=count),
         interaction=interaction
-        or Interaction(application_id=5, token=f"tok-{guild}-{user}", created_at=datetime.now(UTC), message_id=None),
+        or Interaction(
+            application_id=5, token=f"tok-{guild}-{user}", created_at=datetime.now(UTC), message_id=None
+        ),
     )

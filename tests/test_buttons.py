@@ -42,7 +42,10 @@ def test_every_custom_id_made_matches_the_template_and_parses_back(count: int, k
 
 def test_a_grid_gets_u_and_v_per_image_and_a_single_image_gets_vary_and_upscale() -> None:
     grid = [item.ref for item in result_view(job(4)).children if isinstance(item, JobButton)]
-    assert [r.action for r in grid if r] == [Action.PICK] * 4 + [Action.VARY] * 4 + [Action.REROLL, Action.DELETE]
+    assert [r.action for r in grid if r] == [Action.PICK] * 4 + [Action.VARY] * 4 + [
+        Action.REROLL,
+        Action.DELETE,
+    ]
     single = [item.ref for item in result_view(job(1)).children if isinstance(item, JobButton)]
     assert [r.action for r in single if r] == [Action.VARY, Action.UPSCALE, Action.REROLL, Action.DELETE]
     upscaled = result_view(replace(job(1), kind=JobKind.UPSCALE)).children

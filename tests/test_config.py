@@ -47,7 +47,7 @@ def test_environment_overrides_the_secrets(tmp_path: Path) -> None:
         ('[images]\noutput_format = "bmp"', r"images\.output_format = 'bmp': must be one of png, jpeg, webp"),
         ("[queue]\nposition_update_s = 0.2", r"at least 1"),
         ('[discord]\napi_base = "discord.com"', r"discord\.api_base .* full URL"),
-        ("[discord]\ndev_guild_ids = [\"abc\"]", r"dev_guild_ids must be a list of server ids"),
+        ('[discord]\ndev_guild_ids = ["abc"]', r"dev_guild_ids must be a list of server ids"),
         ("[queue]\nmax_per_membr = 3", r"\[queue\] has unknown key\(s\) max_per_membr"),
         ("[imagez]\n", r"\[config\] has unknown key\(s\) imagez"),
     ],
@@ -69,7 +69,8 @@ def test_secrets_never_print(tmp_path: Path) -> None:
     path = write(tmp_path, '[discord]\ntoken = "super-secret-token"\n[openai]\napi_key = "sk-live-abcdef"\n')
     settings = load_settings(path, env={})
     text = repr(settings) + str(settings)
-    assert "super-secret-token" not in text and "sk-live-abcdef" not in text
+    assert "super-secret-token" not in text
+    assert "sk-live-abcdef" not in text
     assert "super-secret-token" not in f"{Secret('super-secret-token')}"
 
 
@@ -78,7 +79,9 @@ def test_relative_storage_paths_are_relative_to_the_config_file(tmp_path: Path) 
     assert load_settings(path, env={}).storage.path == tmp_path / "db" / "easel.sqlite3"
 
 
-def test_check_config_exits_non_zero_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_exits_non_zero_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, "[discord]\n")
     assert main(["check-config", "--config", str(path)]) == 2
     assert "discord.token is missing" in capsys.readouterr().err
@@ -93,6 +96,8 @@ def test_check_config_accepts_a_good_file(
     assert "config OK" in capsys.readouterr().out
 
 
-def test_a_missing_config_file_says_to_copy_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_config_file_says_to_copy_the_example(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--config", str(tmp_path / "nope.toml")]) == 2
     assert "copy config.example.toml" in capsys.readouterr().err

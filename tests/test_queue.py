@@ -20,15 +20,19 @@ async def test_a_guild_with_one_job_is_not_starved_by_a_guild_with_fifty(queue: 
     for _ in range(50):
         await queue.submit(new_job(guild=1, user=10))
     first = await queue.claim("test")  # guild A's first job takes the one render slot
-    assert first is not None and first.guild_id == 1
+    assert first is not None
+    assert first.guild_id == 1
     b_job = await queue.submit(new_job(guild=2, user=20))
 
     # The slot frees: the very next claim is guild B's job, not A's 49 others.
     nxt = await queue.claim("test")
-    assert nxt is not None and nxt.id == b_job.id
+    assert nxt is not None
+    assert nxt.id == b_job.id
 
 
-async def test_a_guild_that_arrives_first_with_one_job_goes_before_a_busy_guild(queue: SqliteJobQueue) -> None:
+async def test_a_guild_that_arrives_first_with_one_job_goes_before_a_busy_guild(
+    queue: SqliteJobQueue,
+) -> None:
     for _ in range(50):
         await queue.submit(new_job(guild=1, user=10))
     b_job = await queue.submit(new_job(guild=2, user=20))
@@ -43,7 +47,8 @@ async def test_members_within_a_guild_take_turns(queue: SqliteJobQueue) -> None:
     order = [(await queue.claim("test")) for _ in range(3)]
     users = [job.user_id for job in order if job]
     assert users[:2] == [10, 11]
-    assert order[1] is not None and order[1].id == late.id
+    assert order[1] is not None
+    assert order[1].id == late.id
 
 
 async def test_positions_predict_the_claim_order_exactly(queue: SqliteJobQueue) -> None:
@@ -74,8 +79,16 @@ async def test_backends_have_separate_lines(queue: SqliteJobQueue) -> None:
     ("limits", "submits", "message"),
     [
         (QueueSettings(max_per_member=2, max_per_guild=10, max_total=10), [(1, 10)] * 3, "limit is 2"),
-        (QueueSettings(max_per_member=5, max_per_guild=2, max_total=10), [(1, 10), (1, 11), (1, 12)], "limit is 2"),
-        (QueueSettings(max_per_member=5, max_per_guild=5, max_total=2), [(1, 10), (2, 20), (3, 30)], "capacity"),
+        (
+            QueueSettings(max_per_member=5, max_per_guild=2, max_total=10),
+            [(1, 10), (1, 11), (1, 12)],
+            "limit is 2",
+        ),
+        (
+            QueueSettings(max_per_member=5, max_per_guild=5, max_total=2),
+            [(1, 10), (2, 20), (3, 30)],
+            "capacity",
+        ),
     ],
 )
 async def test_over_a_limit_nothing_is_enqueued(
@@ -107,7 +120,8 @@ async def test_jobs_survive_a_restart_and_interrupted_renders_are_requeued(tmp_p
         a = await queue.submit(new_job(user=1))
         b = await queue.submit(new_job(user=2))
         running = await queue.claim("test")
-        assert running is not None and running.id == a.id
+        assert running is not None
+        assert running.id == a.id
     # The process died with job a rendering and job b waiting.
     async with Store.open(db) as store:
         await store.requeue_interrupted()
@@ -116,7 +130,9 @@ async def test_jobs_survive_a_restart_and_interrupted_renders_are_requeued(tmp_p
         assert (await store.get(a.id)).attempts == 1
 
 
-async def test_cancel_is_only_for_the_requester_and_only_while_unfinished(queue: SqliteJobQueue, store: Store) -> None:
+async def test_cancel_is_only_for_the_requester_and_only_while_unfinished(
+    queue: SqliteJobQueue, store: Store
+) -> None:
     job = await queue.submit(new_job(user=10))
     with pytest.raises(NotAllowed, match="Only the member"):
         await store.cancel(job.id, job.guild_id, 99)
@@ -127,7 +143,9 @@ async def test_cancel_is_only_for_the_requester_and_only_while_unfinished(queue:
     assert await queue.claim("test") is None
 
 
-async def test_a_running_job_cancelled_is_discarded_when_it_finishes(queue: SqliteJobQueue, store: Store) -> None:
+async def test_a_running_job_cancelled_is_discarded_when_it_finishes(
+    queue: SqliteJobQueue, store: Store
+) -> None:
     await queue.submit(new_job(user=10))
     job = await queue.claim("test")
     assert job is not None

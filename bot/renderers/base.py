@@ -44,6 +44,7 @@ class RenderRequest:
     quality: str = ""
     strength: float = 0.6
     source: bytes | None = None
+    extra_prompt: str = ""  # the member's own words for a variation, beside the original prompt
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""Runs the real Easel bot (composition root and all) against the local Discord and OpenAI test servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from bot.__main__ import open_app
+from bot.app import EaselBot
+from bot.config import Settings, parse_settings
+from tests.fakediscord import FakeDiscord, Interaction, Message
+from tests.fakeopenai import FakeOpenAI
+
+GUILD_A, CHANNEL_A = 111_000_000_000_000_001, 111_000_000_000_000_101
+GUILD_B, CHANNEL_B = 222_000_000_000_000_002, 222_000_000_000_000_202
+ALICE, BOB, CAROL = 900_000_000_000_000_001, 900_000_000_000_000_002, 900_000_000_000_000_003
+OPENAI_KEY = "sk-test-e2e-0123456789abcdef"
+
+
+def settings_for(
+    discord: FakeDiscord, openai_server: FakeOpenAI | None, data_dir: Path, **sections: Any
+) -> Settings:
+    """Build settings that point Easel at the test servers, like an operator's proxy config would."""
+    raw: dict[str, Any] = {
+        "discord": {
+            "token": discord.token,
+            "api_base": discord.api_base,
+            "dev_guild_ids": [GUILD_A, GUILD_B],
+        },
+        "storage": {"path": str(data_dir / "easel.sqlite3")},
+        "queue": {"position_update_s": 1.0},
+    }
+    if openai_server is not None:
+        raw["openai"] = {
+            "api_key": OPENAI_KEY,
+            "base_url": openai_server.base_url,
+            "model": "gpt-image-1-mini",
+        }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return parse_settings(raw, {}, base_dir=data_dir)
+
+
+@dataclass
+class Harness:
+    """A FakeDiscord, a FakeOpenAI and the Easel bot between them; the bot can be restarted."""
+
+    discord: FakeDiscord
+    openai: FakeOpenAI
+    data_dir: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+    bot: EaselBot | None = None
+    _stack: contextlib.AsyncExitStack | None = None
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the bot runs with."""
+        return settings_for(self.discord, self.openai, self.data_dir, **self.overrides)
+
+    async def start_bot(self) -> EaselBot:
+        """Start Easel through its composition root and wait until its commands are synced."""
+        settings = self.settings
+        self._stack = contextlib.AsyncExitStack()
+        self.bot = await self._stack.enter_async_context(open_app(settings))
+        self._task = asyncio.create_task(self.bot.start(settings.discord.token.reveal()))
+        await self.discord.wait_connected(timeout=15)
+        await self.discord.wait_for(
+            lambda: GUILD_A in self.discord.commands and GUILD_B in self.discord.commands
+        )
+        return self.bot
+
+    async def stop_bot(self) -> None:
+        """Stop Easel the way an operator's Ctrl-C or a container stop does."""
+        if self._stack is not None:
+            await self._stack.aclose()
+        if self._task is not None:
+            await self._task
+        self.bot, self._stack, self._task = None, None, None
+
+    async def imagine(
+        self, prompt: str, *, user: int = ALICE, guild: int = GUILD_A, **options: Any
+    ) -> Interaction:
+        """Send /imagine as a member would."""
+        channel = CHANNEL_A if guild == GUILD_A else CHANNEL_B
+        return await self.discord.slash(
+            guild_id=guild,
+            channel_id=channel,
+            user_id=user,
+            name="imagine",
+            options={"prompt": prompt, **options},
+        )
+
+    async def result_of(self, interaction: Interaction, timeout: float = 20) -> Message:
+        """Wait until the interaction's response shows a result (an embed with an image) and return it."""
+
+        def done() -> bool:
+            msg = interaction.original
+            return msg is not None and bool(msg.embeds) and bool(msg.attachments)
+
+        await self.discord.wait_for(done, timeout=timeout)
+        assert interaction.original is not None
+        return interaction.original
+
+
+def image_of(message: Message) -> Image.Image:
+    """Decode the one image attached to a message."""
+    assert len(message.attachments) == 1, message.attachments
+    return Image.open(io.BytesIO(message.attachments[0].data))
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
+    """Start both test servers and the bot; stop everything afterwards."""
+    discord = FakeDiscord()
+    openai = FakeOpenAI(api_key=OPENAI_KEY)
+    await discord.start()
+    await openai.start()
+    discord.add_guild(GUILD_A, name="Artists", channels=[(CHANNEL_A, "art")])
+    discord.add_guild(GUILD_B, name="Painters", channels=[(CHANNEL_B, "studio")])
+    harness = Harness(discord, openai, tmp_path, dict(overrides))
+    try:
+        await harness.start_bot()
+        yield harness
+    finally:
+        await harness.stop_bot()
+        await openai.close()
+        await discord.close()

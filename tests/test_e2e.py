@@ -1,0 +1,232 @@
+"""End to end: the real discord.py and openai clients, the whole bot, and local Discord/OpenAI servers."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.fakeopenai import moderation_blocked_body
+from tests.harness import (
+    ALICE,
+    BOB,
+    CHANNEL_A,
+    GUILD_A,
+    GUILD_B,
+    Harness,
+    image_of,
+    running,
+)
+
+NO_PINGS = {"parse": []}
+
+
+@pytest.fixture
+async def easel(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running(tmp_path) as harness:
+        yield harness
+
+
+def png(size: tuple[int, int] = (300, 200), mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (200, 30, 30, 128) if mode == "RGBA" else (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_the_bot_asks_for_no_privileged_intents(easel: Harness) -> None:
+    members, presences, message_content = 1 << 1, 1 << 8, 1 << 15
+    assert easel.discord.identify_intents, "the bot never identified"
+    assert easel.discord.identify_intents[-1] & (members | presences | message_content) == 0
+
+
+async def test_imagine_grid_then_u2_and_reroll(easel: Harness) -> None:
+    inter = await easel.imagine("a red fox in the snow", count=4)
+    callback = await inter.wait_callback()
+    assert callback.type == 5  # deferred: "Easel is thinking…"
+    assert callback.received_at - inter.sent_at < 3.0
+
+    result = await easel.result_of(inter)
+    embed = result.embeds[0]
+    assert "a red fox in the snow" in embed["description"]
+    assert f"<@{ALICE}>" in str(embed["fields"])
+    assert "Job #" in embed["footer"]["text"]
+    assert result.allowed_mentions == NO_PINGS
+    grid = image_of(result)
+    assert grid.size[0] > 1024
+    assert grid.size[1] > 1024
+    labels = [label for label, _emoji, _cid, _disabled in result.buttons()]
+    assert labels == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "Reroll", "Delete"]
+
+    u2 = await easel.discord.click(result, result.custom_ids()[1], user_id=BOB)
+    single = await easel.result_of(u2)
+    assert image_of(single).size == (1024, 1024)
+    assert [b[0] for b in single.buttons()] == ["Vary", "Upscale 2×", "Delete"]
+    assert f"<@{BOB}>" in str(single.embeds[0]["fields"])  # the new job is the clicker's
+
+    reroll_id = next(cid for label, _e, cid, _d in result.buttons() if label == "Reroll")
+    assert reroll_id is not None
+    reroll = await easel.discord.click(result, reroll_id, user_id=ALICE)
+    again = await easel.result_of(reroll)
+    assert again.embeds[0]["title"] == "Reroll"
+    assert len(easel.openai.requests_to("/images/generations")) == 2
+
+
+async def test_upscale_is_a_real_2x_enlargement(easel: Harness) -> None:
+    result = await easel.result_of(await easel.imagine("a castle"))
+    up_id = next(cid for label, _e, cid, _d in result.buttons() if label == "Upscale 2×")
+    assert up_id is not None
+    upscaled = await easel.result_of(await easel.discord.click(result, up_id, user_id=ALICE))
+    assert image_of(upscaled).size == (2048, 2048)
+    assert "Lanczos" in str(upscaled.embeds[0]["fields"])
+
+
+async def test_a_prompt_with_everyone_pings_nobody(easel: Harness) -> None:
+    inter = await easel.imagine(f"@everyone look at <@{BOB}> and @here")
+    result = await easel.result_of(inter)
+    for message in easel.discord.messages.values():
+        assert message.allowed_mentions == NO_PINGS, message
+    assert "@\u200beveryone" in result.embeds[0]["description"]
+
+
+async def test_variation_of_an_upload_and_a_refused_fake_image(easel: Harness) -> None:
+    good = easel.discord.attachment(png(mode="RGBA"), "cat.png", "image/png")
+    inter = await easel.discord.slash(
+        guild_id=GUILD_A,
+        channel_id=CHANNEL_A,
+        user_id=ALICE,
+        name="variation",
+        options={"image": good, "prompt": "in watercolour"},
+    )
+    result = await easel.result_of(inter)
+    assert result.embeds[0]["title"] == "Variation"
+    edit = easel.openai.requests_to("/images/edits")[-1]
+    assert edit.files[0].content_type == "image/png"
+
+    bad = easel.discord.attachment(b"this is not an image at all", "cat.png", "image/png")
+    refused = await easel.discord.slash(
+        guild_id=GUILD_A, channel_id=CHANNEL_A, user_id=ALICE, name="variation", options={"image": bad}
+    )
+    await easel.discord.wait_for(lambda: any(m.ephemeral for m in refused.followups))
+    text = refused.followups[-1].content
+    assert "PNG" in text
+    assert "JPEG" in text
+    assert len(easel.openai.requests_to("/images/edits")) == 1
+
+
+async def test_stale_forged_and_foreign_buttons_get_a_clear_private_answer(easel: Harness) -> None:
+    result = await easel.result_of(await easel.imagine("a boat"))
+    job_id = int(result.embeds[0]["footer"]["text"].split("#")[1].split()[0])
+    cases = {
+        "easel:reroll:999999": "does not exist",
+        "easel:u:1": "not one Easel recognises",
+    }
+    for custom_id, expected in cases.items():
+        # Discord only sends custom ids that are on the message: put the stale id on it, as an
+        # old Easel version (or a job since purged) would have left it.
+        result.components.append(
+            {
+                "type": 1,
+                "id": 90,
+                "components": [{"type": 2, "id": 91, "style": 2, "label": "old", "custom_id": custom_id}],
+            }
+        )
+        click = await easel.discord.click(result, custom_id, user_id=BOB)
+        await easel.discord.wait_for(lambda c=click: c.callback is not None)
+        await easel.discord.wait_for(lambda c=click: bool(c.followups) or c.callback.data is not None)
+        answer = (click.callback.data or {}).get("content") or click.followups[-1].content
+        assert expected in answer
+    # A member of another guild clicking a copy of this guild's button sees "does not exist" too.
+    foreign = await easel.discord.slash(
+        guild_id=GUILD_B,
+        channel_id=222_000_000_000_000_202,
+        user_id=BOB,
+        name="show",
+        options={"job": job_id},
+    )
+    await easel.discord.wait_for(lambda: foreign.callback is not None)
+    assert "does not exist" in str(foreign.callback.data)
+
+
+async def test_results_are_reduced_to_fit_the_guild_upload_limit(tmp_path: Path) -> None:
+    async with running(tmp_path) as easel:
+        easel.discord.guilds[GUILD_A].filesize_limit = 300 * 1024
+        easel.openai.noisy = True
+        result = await easel.result_of(await easel.imagine("static noise", count=2))
+        assert result.attachments[0].size <= 300 * 1024
+        assert "fit" in str(result.embeds[0]["fields"])
+
+
+async def test_a_safety_refusal_tells_the_member_and_nothing_else(easel: Harness) -> None:
+    easel.openai.fail_next(400, moderation_blocked_body())
+    inter = await easel.imagine("something refused")
+    await easel.discord.wait_for(lambda: inter.original is not None and "failed" in inter.original.content)
+    assert inter.original is not None
+    assert "safety" in inter.original.content
+    assert "moderation_blocked" not in inter.original.content
+
+
+async def test_queue_shows_position_and_cancel_works(easel: Harness) -> None:
+    easel.openai.delay = 2.0
+    first = await easel.imagine("first", user=ALICE)
+    second = await easel.imagine("second", user=ALICE)
+    third = await easel.imagine("third", user=ALICE)
+    await easel.discord.wait_for(lambda: third.original is not None and "position" in third.original.content)
+    q = await easel.discord.slash(guild_id=GUILD_A, channel_id=CHANNEL_A, user_id=ALICE, name="queue")
+    await easel.discord.wait_for(lambda: q.callback is not None)
+    assert q.ephemeral
+    listing = q.callback.data["content"]  # type: ignore[union-attr]
+    assert "position 1" in listing
+    assert third.original is not None
+    cancel_id = third.original.custom_ids()[0]
+    click = await easel.discord.click(third.original, cancel_id, user_id=ALICE)
+    await easel.discord.wait_for(lambda: click.callback is not None)
+    await easel.result_of(first, timeout=30)
+    await easel.result_of(second, timeout=30)
+    assert third.original is not None
+    assert "cancelled" in third.original.content
+    assert len(easel.openai.requests_to("/images/generations")) == 2
+
+
+async def test_restart_with_jobs_queued_delivers_every_result_exactly_once(tmp_path: Path) -> None:
+    async with running(tmp_path, openai={"concurrency": 1}) as easel:
+        easel.openai.delay = 1.5
+        inters = [await easel.imagine(f"job {i}", user=ALICE + i) for i in range(4)]
+        for inter in inters:
+            await inter.wait_callback()
+        await easel.discord.wait_for(lambda: len(easel.openai.requests) >= 1)
+        await easel.stop_bot()  # one job was rendering, three were waiting
+
+        easel.openai.delay = 0
+        await easel.start_bot()
+        for inter in inters:
+            await easel.result_of(inter, timeout=30)
+        results = [m for m in easel.discord.messages.values() if m.embeds and m.attachments]
+        assert len(results) == 4
+        assert all(inter.original is not None and inter.original.edits >= 1 for inter in inters)
+        assert not easel.discord.channel_messages(CHANNEL_A)  # all went through the interaction
+
+
+async def test_after_the_token_expires_the_result_goes_to_the_channel_pinging_only_the_requester(
+    easel: Harness,
+) -> None:
+    old = datetime.now(UTC) - timedelta(minutes=16)
+    inter = await easel.discord.slash(
+        guild_id=GUILD_A,
+        channel_id=CHANNEL_A,
+        user_id=ALICE,
+        name="imagine",
+        options={"prompt": "late"},
+        created_at=old,
+    )
+    # Discord would have refused a late acknowledgement; the fake lets it through so the
+    # rest of the path (an expired webhook token at delivery time) can be exercised.
+    await easel.discord.wait_for(lambda: bool(easel.discord.channel_messages(CHANNEL_A)), timeout=20)
+    [posted] = easel.discord.channel_messages(CHANNEL_A)
+    assert posted.content.startswith(f"<@{ALICE}>")
+    assert posted.allowed_mentions == {"parse": [], "users": [str(ALICE)]}
+    assert posted.nonce is not None
+    assert inter.callback is not None
