@@ -38,12 +38,12 @@ async def easel(data_dir: Path, delay: float, **overrides: Any) -> AsyncIterator
     guilds = [BASE_GUILD + g for g in range(GUILDS)]
     for g in guilds:
         discord.add_guild(g, channels=[(g + 1, "art")])
-    overrides.setdefault("discord", {})["dev_guild_ids"] = guilds
+    # Global commands: one sync instead of thirty.
+    overrides.setdefault("discord", {})["dev_guild_ids"] = []
     overrides.setdefault("queue", {}).update(max_per_member=1000, max_per_guild=1000, max_total=100_000)
     harness = Harness(discord, openai, data_dir, overrides)
     try:
         await harness.start_bot()
-        await discord.wait_for(lambda: all(g in discord.commands for g in guilds), timeout=30)
         yield harness
     finally:
         await harness.stop_bot()

@@ -25,13 +25,13 @@ OPENAI_KEY = "sk-test-e2e-0123456789abcdef"
 
 
 def settings_for(
-    discord: FakeDiscord, openai_server: FakeOpenAI | None, data_dir: Path, **sections: Any
+    discord_server: FakeDiscord, openai_server: FakeOpenAI | None, data_dir: Path, **sections: Any
 ) -> Settings:
     """Build settings that point Easel at the test servers, like an operator's proxy config would."""
     raw: dict[str, Any] = {
         "discord": {
-            "token": discord.token,
-            "api_base": discord.api_base,
+            "token": discord_server.token,
+            "api_base": discord_server.api_base,
             "dev_guild_ids": [GUILD_A, GUILD_B],
         },
         "storage": {"path": str(data_dir / "easel.sqlite3")},
@@ -72,9 +72,9 @@ class Harness:
         self.bot = await self._stack.enter_async_context(open_app(settings))
         self._task = asyncio.create_task(self.bot.start(settings.discord.token.reveal()))
         await self.discord.wait_connected(timeout=15)
-        await self.discord.wait_for(
-            lambda: GUILD_A in self.discord.commands and GUILD_B in self.discord.commands
-        )
+        # Commands go to the dev guilds when there are any, else globally (key None).
+        targets = settings.discord.dev_guild_ids or (None,)
+        await self.discord.wait_for(lambda: all(t in self.discord.commands for t in targets), timeout=30)
         return self.bot
 
     async def stop_bot(self) -> None:

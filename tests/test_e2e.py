@@ -230,3 +230,32 @@ async def test_after_the_token_expires_the_result_goes_to_the_channel_pinging_on
     assert posted.allowed_mentions == {"parse": [], "users": [str(ALICE)]}
     assert posted.nonce is not None
     assert inter.callback is not None
+
+
+async def test_delete_is_for_the_requester_or_a_moderator(easel: Harness) -> None:
+    result = await easel.result_of(await easel.imagine("a lamp"))
+    delete_id = next(cid for label, _e, cid, _d in result.buttons() if label == "Delete")
+    assert delete_id is not None
+    refused = await easel.discord.click(result, delete_id, user_id=BOB)
+    await easel.discord.wait_for(lambda: refused.callback is not None)
+    assert refused.ephemeral
+    assert "Only the member who asked" in str(refused.callback.data)  # type: ignore[union-attr]
+    assert not result.deleted
+
+    manage_messages = 1 << 13
+    await easel.discord.click(result, delete_id, user_id=BOB, permissions=manage_messages)
+    await easel.discord.wait_for(lambda: result.deleted)
+
+
+async def test_every_job_transition_is_one_log_line_with_the_job_id(
+    easel: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="bot.store")
+    result = await easel.result_of(await easel.imagine("a kite"))
+    job_id = int(result.embeds[0]["footer"]["text"].split("#")[1].split()[0])
+    await easel.discord.wait_for(lambda: f"job {job_id} -> posted" in caplog.text)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.store" and f"job {job_id} " in r.getMessage()]
+    assert [line.split(" (")[0] for line in lines] == [
+        f"job {job_id} -> {state}" for state in ("queued", "running", "rendered", "posted")
+    ]
+    assert "a kite" not in caplog.text  # prompts stay out of the log at INFO

@@ -35,6 +35,7 @@ PRIVILEGED = discord.Intents(members=True, presences=True, message_content=True)
 
 
 def make_png() -> bytes:
+    """Return a tiny 4x3 PNG."""
     buffer = io.BytesIO()
     Image.new("RGB", (4, 3), "red").save(buffer, format="PNG")
     return buffer.getvalue()
@@ -57,6 +58,7 @@ class DemoButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], tem
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[discord.ui.View], match: re.Match[str]
     ) -> DemoButton:
+        """Rebuild the button from its custom id."""
         return cls(int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -143,15 +145,18 @@ class DemoBot(commands.AutoShardedBot):
         self.tree.error(self.record_error)
 
     async def setup_hook(self) -> None:
+        """Register the dynamic button so clicks after a restart still work."""
         self.add_dynamic_items(DemoButton)
 
     async def record_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
+        """Keep app command errors for the test to inspect."""
         self.errors.append(error.original if isinstance(error, app_commands.CommandInvokeError) else error)
 
 
 async def start_bot(fake: FakeDiscord, bot: DemoBot | None = None) -> tuple[DemoBot, asyncio.Task[None]]:
+    """Start a bot on the fake and wait until its shard got READY and the guilds."""
     bot = bot or DemoBot()
     task = asyncio.create_task(bot.start(fake.token))
     connected = asyncio.create_task(fake.wait_connected())
@@ -165,12 +170,14 @@ async def start_bot(fake: FakeDiscord, bot: DemoBot | None = None) -> tuple[Demo
 
 
 async def stop_bot(bot: DemoBot, task: asyncio.Task[None]) -> None:
+    """Close the bot and wait for its start() task to end."""
     await bot.close()
     await task
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
+    """A started fake with two guilds, discord.py pointed at it."""
     server = FakeDiscord()
     server.add_guild(
         GUILD_ID,
@@ -191,6 +198,7 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 @pytest.fixture
 async def bot(fake: FakeDiscord) -> AsyncIterator[DemoBot]:
+    """A connected DemoBot whose commands are synced to the main guild."""
     client, task = await start_bot(fake)
     try:
         await client.tree.sync(guild=discord.Object(GUILD_ID))
@@ -199,10 +207,9 @@ async def bot(fake: FakeDiscord) -> AsyncIterator[DemoBot]:
         await stop_bot(client, task)
 
 
-async def ping_result(fake: FakeDiscord, **kwargs: object) -> Message:
-    interaction = await fake.slash(
-        guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=USER_ID, name="ping", **kwargs
-    )
+async def ping_result(fake: FakeDiscord) -> Message:
+    """Run /ping and return its edited response."""
+    interaction = await fake.slash(guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=USER_ID, name="ping")
     await fake.wait_for(lambda: interaction.original is not None and interaction.original.edits == 1)
     assert interaction.original is not None
     return interaction.original
@@ -482,9 +489,13 @@ async def test_discord_body_and_auth_rules(fake: FakeDiscord) -> None:
             f"{fake.api_base}/channels/1/messages", json={"content": "hi"}, headers=auth
         ) as response:
             unknown_channel = (response.status, (await response.json())["code"])
+        uuid_nonce = {"content": "hi", "nonce": "0" * 36, "enforce_nonce": True}
+        async with session.post(url, json=uuid_nonce, headers=auth) as response:
+            long_nonce = (response.status, (await response.json())["code"])
 
     assert unauthorized == 401
     assert empty == (400, 50006)
     assert too_long == (400, 50035)
     assert unknown_channel == (404, 10003)
+    assert long_nonce == (400, 50035)
     assert fake.messages == {}

@@ -177,7 +177,7 @@ class Interaction:
         data = self.callback.data if self.callback else None
         return bool((data or {}).get("flags", 0) & EPHEMERAL)
 
-    async def wait_callback(self, timeout: float = 5) -> Callback:  # noqa: ASYNC109 - public API mirrors wait_for
+    async def wait_callback(self, timeout: float = 5) -> Callback:
         """Wait until the bot posts the callback and return it."""
         try:
             await asyncio.wait_for(self.responded.wait(), timeout)

@@ -303,7 +303,7 @@ class FakeDiscord:
         """Make an interaction token invalid now, as if its 15 minutes had passed."""
         self._by_token[token].expired = True
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         """Wait until ``predicate()`` holds, re-checking after every request and gateway frame."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -323,7 +323,7 @@ class FakeDiscord:
             finally:
                 self._waiters.discard(waiter)
 
-    async def wait_connected(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float = 10) -> None:
         """Wait until every shard identified (or resumed) and was sent READY and all its GUILD_CREATEs."""
         await self.wait_for(self._gateway.connected, timeout)
 
@@ -1109,6 +1109,12 @@ class FakeDiscord:
         self._check_sizes(guild.id, call.uploads)
         body = call.body if isinstance(call.body, dict) else {}
         nonce = body.get("nonce")
+        if isinstance(nonce, str) and len(nonce) > 25:
+            # Discord caps nonces at 25 characters: a UUID does not fit.
+            errors = {
+                "nonce": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 25 or fewer."}]}
+            }
+            raise ApiError(400, "Invalid Form Body", 50035, errors=errors)
         now = time.monotonic()
         if nonce is not None and body.get("enforce_nonce"):
             # enforce_nonce: a nonce reused within a few minutes returns the earlier message instead of a new one.
