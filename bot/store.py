@@ -118,7 +118,9 @@ class Store:
             if total >= max_total:
                 raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
             job_id = await _insert_job(db, new, JobStatus.QUEUED, source_path=source_path, images=())
-            log.info("job %d -> queued (%s on %s, guild %d)", job_id, new.kind.value, new.backend, new.guild_id)
+            log.info(
+                "job %d -> queued (%s on %s, guild %d)", job_id, new.kind.value, new.backend, new.guild_id
+            )
             return await _get(db, job_id)
 
     async def add_rendered(self, new: NewJob, images: tuple[str, ...], made_by: str) -> Job:
@@ -126,7 +128,13 @@ class Store:
         async with self._tx() as db:
             job_id = await _insert_job(db, new, JobStatus.RENDERED, source_path=None, images=images)
             await db.execute("UPDATE jobs SET made_by = ? WHERE id = ?", (made_by, job_id))
-            log.info("job %d -> rendered (%s of job %s, guild %d)", job_id, new.kind.value, new.parent_id, new.guild_id)
+            log.info(
+                "job %d -> rendered (%s of job %s, guild %d)",
+                job_id,
+                new.kind.value,
+                new.parent_id,
+                new.guild_id,
+            )
             return await _get(db, job_id)
 
     async def set_status_message(self, job_id: int, message_id: int) -> None:

@@ -254,7 +254,9 @@ async def test_every_job_transition_is_one_log_line_with_the_job_id(
     result = await easel.result_of(await easel.imagine("a kite"))
     job_id = int(result.embeds[0]["footer"]["text"].split("#")[1].split()[0])
     await easel.discord.wait_for(lambda: f"job {job_id} -> posted" in caplog.text)
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.store" and f"job {job_id} " in r.getMessage()]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "bot.store" and f"job {job_id} " in r.getMessage()
+    ]
     assert [line.split(" (")[0] for line in lines] == [
         f"job {job_id} -> {state}" for state in ("queued", "running", "rendered", "posted")
     ]
