@@ -16,6 +16,14 @@ from bot.errors import InvalidInput
 from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX
 
 ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
+IMAGINE_OPTIONS = {
+    "prompt": "What to draw",
+    "negative": "What to keep out of the image",
+    "aspect": "Image shape (default square)",
+    "count": "How many images, 1 to 4",
+    "seed": "Seed for repeatable results (backends that take one)",
+    "quality": "Render quality (default: the backend's)",
+}
 QUALITY_CHOICES = [app_commands.Choice(name=q, value=q) for q in ("auto", "low", "medium", "high")]
 
 
@@ -109,14 +117,7 @@ class Imagine(_Generate):
 
     @app_commands.command(description="Generate images from a text prompt.")
     @app_commands.guild_only()
-    @app_commands.describe(
-        prompt="What to draw",
-        negative="What to keep out of the image",
-        aspect="Image shape (default square)",
-        count="How many images, 1 to 4",
-        seed="Seed for repeatable results (backends that take one)",
-        quality="Render quality (default: the backend's)",
-    )
+    @app_commands.describe(**IMAGINE_OPTIONS)
     @app_commands.choices(aspect=ASPECT_CHOICES, quality=QUALITY_CHOICES)
     async def imagine(
         self,
@@ -136,15 +137,7 @@ class ImagineWithBackends(_Generate):
 
     @app_commands.command(description="Generate images from a text prompt.")
     @app_commands.guild_only()
-    @app_commands.describe(
-        prompt="What to draw",
-        negative="What to keep out of the image",
-        aspect="Image shape (default square)",
-        count="How many images, 1 to 4",
-        seed="Seed for repeatable results (backends that take one)",
-        quality="Render quality (default: the backend's)",
-        backend="Which renderer to use",
-    )
+    @app_commands.describe(**IMAGINE_OPTIONS, backend="Which renderer to use")
     @app_commands.choices(aspect=ASPECT_CHOICES, quality=QUALITY_CHOICES)
     async def imagine(
         self,
