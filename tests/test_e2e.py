@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -261,3 +262,37 @@ async def test_every_job_transition_is_one_log_line_with_the_job_id(
         f"job {job_id} -> {state}" for state in ("queued", "running", "rendered", "posted")
     ]
     assert "a kite" not in caplog.text  # prompts stay out of the log at INFO
+
+
+async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp_path: Path) -> None:
+    from bot.files import ImageFiles
+    from bot.store import Store
+    from tests.factories import new_job
+
+    async with running(tmp_path) as easel:
+        await easel.stop_bot()
+        # The crash came after the render was stored and before anything was posted; the
+        # job's interaction is long gone, so the result must go to the channel.
+        settings = easel.settings
+        async with Store.open(settings.storage.path) as store:
+            job = await store.enqueue(
+                replace(
+                    new_job(guild=GUILD_A, user=ALICE, backend="openai"),
+                    channel_id=CHANNEL_A,
+                    interaction=None,
+                ),
+                max_per_member=5,
+                max_per_guild=5,
+                max_total=5,
+            )
+            await store.claim_next("openai")
+            paths = await ImageFiles(settings.storage.images_dir).save_results(job.id, (png(),), "png")
+            await store.mark_rendered(job.id, paths, "OpenAI gpt-image-1-mini", None)
+
+        await easel.start_bot()
+        await easel.discord.wait_for(lambda: bool(easel.discord.channel_messages(job.channel_id)))
+        await easel.stop_bot()
+        await easel.start_bot()  # a second restart must not post it again
+        [posted] = easel.discord.channel_messages(job.channel_id)
+        assert posted.content.startswith(f"<@{ALICE}>")
+        assert f"Job #{job.id}" in posted.embeds[0]["footer"]["text"]
