@@ -137,7 +137,9 @@ class Generation:
         if parent.kind not in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
             raise InvalidInput("Only generated results can be rerolled.")
         caps = self._caps(parent.backend)
-        params = replace(parent.params, seed=_seed(None, caps))
+        # The backend's sizes may have changed since (another model configured): keep the shape.
+        width, height = pick_size(caps, _nearest_aspect(parent.params.width, parent.params.height))
+        params = replace(parent.params, seed=_seed(None, caps), width=width, height=height)
         kind = JobKind.VARIATION if parent.kind is JobKind.VARIATION else JobKind.REROLL
         source = parent.source_path if kind is JobKind.VARIATION else None
         return await self._submit(who, kind, parent.backend, params, parent=parent, source_path=source)
@@ -148,11 +150,15 @@ class Generation:
         name, caps = self._backend(
             parent.backend if parent.backend in self.backends else None, Operation.VARY
         )
+        # The source may be an upscale or come from another backend: take its shape, not its size.
+        width, height = pick_size(caps, _nearest_aspect(parent.params.width, parent.params.height))
         params = replace(
             parent.params,
             seed=_seed(None, caps),
             count=min(parent.params.count, caps.max_count),
             strength=self._images.variation_strength,
+            width=width,
+            height=height,
         )
         return await self._submit(who, JobKind.VARIATION, name, params, parent=parent, index=index)
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # Status messages of jobs further back than this are refreshed less eagerly: a queue of
 # hundreds would otherwise spend Discord's rate limit on edits nobody is watching.
 POSITION_EDITS_PER_TICK = 25
+# A result that still cannot be posted after this many sweeps (a missing file, a channel
+# that keeps failing) is ended with a message instead of being retried forever.
+DELIVERY_ATTEMPTS = 5
 
 
 class Worker:
@@ -53,6 +56,7 @@ class Worker:
         self._running: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self._busy: set[int] = set()
         self._shown: dict[int, int] = {}
+        self._delivery_failures: dict[int, int] = {}
 
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
@@ -152,7 +156,14 @@ class Worker:
             elif job.status is JobStatus.FAILED:
                 await self._delivery.notify_ended(job)
         except Exception:
-            log.exception("job %d: delivery failed; will retry", job.id)
+            failures = self._delivery_failures.get(job.id, 0) + 1
+            self._delivery_failures[job.id] = failures
+            if failures < DELIVERY_ATTEMPTS or job.status is not JobStatus.RENDERED:
+                log.exception("job %d: delivery failed (attempt %d); will retry", job.id, failures)
+                return
+            log.exception("job %d: delivery failed %d times; giving up", job.id, failures)
+            del self._delivery_failures[job.id]
+            await self._end(job, "Easel rendered your images but could not post them. Please try again.")
         finally:
             self._busy.discard(job.id)
 

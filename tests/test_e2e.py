@@ -84,6 +84,12 @@ async def test_upscale_is_a_real_2x_enlargement(easel: Harness) -> None:
     assert image_of(upscaled).size == (2048, 2048)
     assert "Lanczos" in str(upscaled.embeds[0]["fields"])
 
+    # Varying the 2048² upscale asks OpenAI for a size it accepts, not 2048².
+    vary_id = next(cid for label, _e, cid, _d in upscaled.buttons() if label == "Vary")
+    assert vary_id is not None
+    varied = await easel.result_of(await easel.discord.click(upscaled, vary_id, user_id=ALICE))
+    assert image_of(varied).size == (1024, 1024)
+
 
 async def test_a_prompt_with_everyone_pings_nobody(easel: Harness) -> None:
     inter = await easel.imagine(f"@everyone look at <@{BOB}> and @here")
@@ -296,3 +302,19 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
         [posted] = easel.discord.channel_messages(job.channel_id)
         assert posted.content.startswith(f"<@{ALICE}>")
         assert f"Job #{job.id}" in posted.embeds[0]["footer"]["text"]
+
+        # Its buttons, made by an earlier process, still work.
+        vary_id = next(cid for label, _e, cid, _d in posted.buttons() if label == "Vary")
+        assert vary_id is not None
+        varied = await easel.result_of(await easel.discord.click(posted, vary_id, user_id=BOB))
+        assert varied.embeds[0]["title"] == "Variation"
+
+
+async def test_commands_are_registered_once_each_with_descriptions(easel: Harness) -> None:
+    commands = easel.discord.commands[GUILD_A]
+    names = [c["name"] for c in commands]
+    assert sorted(names) == ["help", "imagine", "queue", "show", "variation"]
+    assert all(c["description"] for c in commands)
+    imagine = next(c for c in commands if c["name"] == "imagine")
+    # One generation backend is configured, so members are not offered a choice of one.
+    assert "backend" not in [o["name"] for o in imagine["options"]]
