@@ -27,7 +27,6 @@ __all__ = [
     "SourceImage",
     "compose_result",
     "encode_to_fit",
-    "flatten_alpha",
     "image_size",
     "make_grid",
     "sniff_extension",
@@ -376,17 +375,6 @@ def _to_srgb(image: Image.Image) -> Image.Image:
 
 
 # --------------------------------------------------------------------------- composition
-
-
-def flatten_alpha(png: bytes, background: tuple[int, int, int] = (255, 255, 255)) -> bytes:
-    """Composite any transparency onto ``background`` and return an opaque PNG.
-
-    Returns ``png`` unchanged when it has no alpha channel.
-    """
-    image = _normalise(_decode(png))
-    if image.mode != "RGBA":
-        return png
-    return _encode_png(_flatten(image, background))
 
 
 def make_grid(

@@ -32,6 +32,7 @@ from bot.renderers.base import Usage
 log = logging.getLogger(__name__)
 
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+CANCEL_NOTE = "error = 'Cancelled by the member.'"  # the assignment every cancellation makes
 
 
 class Store:
@@ -137,11 +138,6 @@ class Store:
             )
             return await _get(db, job_id)
 
-    async def set_status_message(self, job_id: int, message_id: int) -> None:
-        """Remember the interaction response message that shows the job's queue position."""
-        async with self._tx() as db:
-            await db.execute("UPDATE jobs SET status_message_id = ? WHERE id = ?", (message_id, job_id))
-
     # -- jobs: scheduling ------------------------------------------------------------------------
 
     async def claim_next(self, backend: str) -> Job | None:
@@ -197,12 +193,6 @@ class Store:
             turns = {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
         return jobs, turns
 
-    async def backends_with_queued(self) -> list[str]:
-        """Return the backends that have queued jobs."""
-        async with self._lock:
-            cur = await self._conn.execute("SELECT DISTINCT backend FROM jobs WHERE status = 'queued'")
-            return [str(r[0]) for r in await cur.fetchall()]
-
     # -- jobs: finishing -------------------------------------------------------------------------
 
     async def mark_rendered(
@@ -212,7 +202,7 @@ class Store:
         async with self._tx() as db:
             job = await _get(db, job_id)
             if job.cancel_requested:
-                await _transition(db, job_id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+                await _transition(db, job_id, JobStatus.CANCELLED, CANCEL_NOTE)
             else:
                 await _transition(
                     db,
@@ -244,7 +234,7 @@ class Store:
     async def mark_cancelled(self, job_id: int) -> Job:
         """End a job the member cancelled; nothing is charged for it."""
         async with self._tx() as db:
-            await _transition(db, job_id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+            await _transition(db, job_id, JobStatus.CANCELLED, CANCEL_NOTE)
             return await _get(db, job_id)
 
     async def set_message(self, job_id: int, message_id: int) -> None:
@@ -252,20 +242,14 @@ class Store:
         async with self._tx() as db:
             await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
 
-    async def requeue(self, job_id: int) -> Job:
-        """Put a running job back in the queue (its renderer went away before finishing)."""
-        async with self._tx() as db:
-            await _transition(db, job_id, JobStatus.QUEUED)
-            return await _get(db, job_id)
-
-    async def cancel(self, job_id: int, guild_id: int, user_id: int, *, moderator: bool = False) -> Job:
+    async def cancel(self, job_id: int, guild_id: int, user_id: int) -> Job:
         """Cancel a queued job now, or ask a running one to stop (its result is then discarded)."""
         async with self._tx() as db:
             job = await _find(db, job_id, guild_id)
-            if job.user_id != user_id and not moderator:
+            if job.user_id != user_id:
                 raise NotAllowed("Only the member who asked for this job can cancel it.")
             if job.status is JobStatus.QUEUED:
-                await _transition(db, job_id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+                await _transition(db, job_id, JobStatus.CANCELLED, CANCEL_NOTE)
             elif job.status is JobStatus.RUNNING:
                 await db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             else:
@@ -295,13 +279,11 @@ class Store:
             )
             return [_job_from_row(r) for r in await cur.fetchall()]
 
-    async def active_jobs(self, guild_id: int, user_id: int | None = None) -> list[Job]:
-        """Return a guild's (or one member's) queued and running jobs, oldest first."""
+    async def active_jobs(self, guild_id: int) -> list[Job]:
+        """Return a guild's queued and running jobs, oldest first."""
         async with self._lock:
             cur = await self._conn.execute(
-                "SELECT * FROM jobs WHERE guild_id = ? AND status IN (?, ?) AND (? IS NULL OR user_id = ?) "
-                "ORDER BY id",
-                (guild_id, *ACTIVE, user_id, user_id),
+                "SELECT * FROM jobs WHERE guild_id = ? AND status IN (?, ?) ORDER BY id", (guild_id, *ACTIVE)
             )
             return [_job_from_row(r) for r in await cur.fetchall()]
 
@@ -311,7 +293,7 @@ class Store:
             cur = await db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id")
             for job in [_job_from_row(r) for r in await cur.fetchall()]:
                 if job.cancel_requested:
-                    await _transition(db, job.id, JobStatus.CANCELLED, "error = 'Cancelled by the member.'")
+                    await _transition(db, job.id, JobStatus.CANCELLED, CANCEL_NOTE)
                 else:
                     await _transition(db, job.id, JobStatus.QUEUED)
 

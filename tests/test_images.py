@@ -542,22 +542,3 @@ def test_thumbnail_can_be_png_and_keeps_alpha() -> None:
     result = decode(data)
     assert result.size == (64, 64)
     assert result.getpixel((3, 3))[3] == 0  # type: ignore[index]
-
-
-def test_flatten_alpha_composites_onto_the_background() -> None:
-    image = solid((0, 0, 0, 0), (32, 32), "RGBA")
-    image.paste((255, 0, 0, 255), (16, 0, 32, 32))
-
-    white = decode(images.flatten_alpha(encode(image, "PNG")))
-    grey = decode(images.flatten_alpha(encode(image, "PNG"), background=(50, 50, 50)))
-
-    assert white.mode == "RGB"
-    assert white.getpixel((4, 4)) == (255, 255, 255)
-    assert white.getpixel((24, 4)) == RED
-    assert grey.getpixel((4, 4)) == (50, 50, 50)
-
-
-def test_flatten_alpha_leaves_opaque_images_untouched() -> None:
-    data = encode(solid(RED), "PNG")
-
-    assert images.flatten_alpha(data) is data
