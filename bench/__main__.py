@@ -15,40 +15,23 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tests.fakediscord import FakeDiscord, Interaction
-from tests.fakeopenai import FakeOpenAI
-from tests.harness import Harness
+from tests.fakediscord import Interaction
+from tests.harness import Harness, running
 
 GUILDS = 30
 BASE_GUILD = 500_000_000_000_000_000
 BASE_USER = 700_000_000_000_000_000
 
 
-@contextlib.asynccontextmanager
-async def easel(data_dir: Path, delay: float, **overrides: Any) -> AsyncIterator[Harness]:
-    """Run the bot with GUILDS guilds and an OpenAI test server that takes ``delay`` s per request."""
-    discord, openai = FakeDiscord(), FakeOpenAI()
-    await discord.start()
-    await openai.start()
-    openai.delay = delay
-    guilds = [BASE_GUILD + g for g in range(GUILDS)]
-    for g in guilds:
-        discord.add_guild(g, channels=[(g + 1, "art")])
-    # Global commands: one sync instead of thirty.
+def easel(data_dir: Path, **overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
+    """Run the bot with GUILDS guilds, global commands (one sync instead of thirty) and no queue limits."""
     overrides.setdefault("discord", {})["dev_guild_ids"] = []
     overrides.setdefault("queue", {}).update(max_per_member=1000, max_per_guild=1000, max_total=100_000)
-    harness = Harness(discord, openai, data_dir, overrides)
-    try:
-        await harness.start_bot()
-        yield harness
-    finally:
-        await harness.stop_bot()
-        await openai.close()
-        await discord.close()
+    guilds = [(BASE_GUILD + g, BASE_GUILD + g + 1) for g in range(GUILDS)]
+    return running(data_dir, guilds=guilds, **overrides)
 
 
 async def send(harness: Harness, i: int) -> Interaction:
@@ -65,7 +48,8 @@ async def send(harness: Harness, i: int) -> Interaction:
 async def ack_latency(burst: int) -> dict[str, float]:
     """Send ``burst`` /imagine within one second while every render takes 1 s; time the acknowledgements."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with easel(Path(tmp), delay=1.0) as harness:
+        async with easel(Path(tmp)) as harness:
+            harness.openai.delay = 1.0
             start = time.monotonic()
             sends = []
             for i in range(burst):
@@ -87,7 +71,7 @@ async def ack_latency(burst: int) -> dict[str, float]:
 async def throughput(jobs: int) -> dict[str, float]:
     """Run ``jobs`` /imagine through an instant renderer; time them from first send to last result posted."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with easel(Path(tmp), delay=0.0, openai={"concurrency": 4}) as harness:
+        async with easel(Path(tmp), openai={"concurrency": 4}) as harness:
             cpu0, t0 = time.process_time(), time.monotonic()
             interactions = [await send(harness, i) for i in range(jobs)]
             for inter in interactions:

@@ -56,8 +56,13 @@ class ResultMessage:
     """A job's result as Discord will show it."""
 
     embed: discord.Embed
-    file: discord.File
+    image: images.Encoded
+    filename: str
     view: discord.ui.View
+
+    def file(self) -> discord.File:
+        """Return the image as a fresh upload (a discord.File is consumed by one request)."""
+        return discord.File(self.image.as_file(), filename=self.filename)
 
 
 class Delivery:
@@ -99,7 +104,7 @@ class Delivery:
             embed.add_field(name="Note", value=encoded.note, inline=False)
         embed.set_image(url=f"attachment://{filename}")
         embed.set_footer(text=f"Job #{job.id} · /show job:{job.id}")
-        return ResultMessage(embed, discord.File(encoded.as_file(), filename=filename), result_view(job))
+        return ResultMessage(embed, encoded, filename, result_view(job))
 
     async def deliver(self, job: Job) -> Job:
         """Post a rendered job's result once: by interaction webhook while the token lives, else to the channel."""
@@ -110,15 +115,14 @@ class Delivery:
                     return job
                 result = await self.result_message(job)
                 message = await self._edit_status(
-                    job, content="", embed=result.embed, attachments=[result.file], view=result.view
+                    job, content="", embed=result.embed, attachments=[result.file()], view=result.view
                 )
                 if message is None:
-                    result = await self.result_message(job)  # a File is consumed by one upload
                     message = await self._send_to_channel(
                         job,
                         f"<@{job.user_id}>, your images are ready.",
                         embed=result.embed,
-                        file=result.file,
+                        file=result.file(),
                         view=result.view,
                         nonce=f"easel-r{job.id}",
                     )

@@ -108,7 +108,7 @@ class _Generate(commands.Cog):
         await interaction.response.defer(thinking=True)
         result = await self.services.delivery.result_message(found)
         await interaction.edit_original_response(
-            embed=result.embed, attachments=[result.file], view=result.view, allowed_mentions=NO_MENTIONS
+            embed=result.embed, attachments=[result.file()], view=result.view, allowed_mentions=NO_MENTIONS
         )
 
 

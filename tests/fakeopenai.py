@@ -468,14 +468,18 @@ class FakeOpenAI:
             }
         )
 
-    async def _generations(self, request: web.Request) -> web.Response:
+    async def _read_json(self, request: web.Request) -> tuple[RecordedRequest, web.Response | None]:
+        """Record a JSON request and run the checks every endpoint shares; a response means stop."""
         recorded = self._record(request)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
         recorded.json = body if isinstance(body, dict) else None
-        early = await self._prelude(request, recorded)
+        return recorded, await self._prelude(request, recorded)
+
+    async def _generations(self, request: web.Request) -> web.Response:
+        recorded, early = await self._read_json(request)
         if early is not None:
             return early
         if recorded.json is None:
@@ -562,13 +566,7 @@ class FakeOpenAI:
     # -- moderations ----------------------------------------------------------------------
 
     async def _moderations(self, request: web.Request) -> web.Response:
-        recorded = self._record(request)
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        recorded.json = body if isinstance(body, dict) else None
-        early = await self._prelude(request, recorded)
+        recorded, early = await self._read_json(request)
         if early is not None:
             return early
         if recorded.json is None or "input" not in recorded.json:

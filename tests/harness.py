@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,14 +117,16 @@ def image_of(message: Message) -> Image.Image:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
-    """Start both test servers and the bot; stop everything afterwards."""
+async def running(
+    tmp_path: Path, *, guilds: Sequence[tuple[int, int]] | None = None, **overrides: Any
+) -> AsyncIterator[Harness]:
+    """Start both test servers with ``guilds`` ((guild, channel) pairs; default A and B) and the bot."""
     discord = FakeDiscord()
     openai = FakeOpenAI(api_key=OPENAI_KEY)
     await discord.start()
     await openai.start()
-    discord.add_guild(GUILD_A, name="Artists", channels=[(CHANNEL_A, "art")])
-    discord.add_guild(GUILD_B, name="Painters", channels=[(CHANNEL_B, "studio")])
+    for guild_id, channel_id in guilds or ((GUILD_A, CHANNEL_A), (GUILD_B, CHANNEL_B)):
+        discord.add_guild(guild_id, channels=[(channel_id, "art")])
     harness = Harness(discord, openai, tmp_path, dict(overrides))
     try:
         await harness.start_bot()

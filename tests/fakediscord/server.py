@@ -1093,12 +1093,16 @@ class FakeDiscord:
                 msg = None
         if msg is None or msg.deleted:
             raise unknown("Message", 10008)
+        return await self._message_action(call, msg, interaction.guild_id)
+
+    async def _message_action(self, call: _Call, msg: Message, guild_id: int | None) -> web.StreamResponse:
+        """Answer GET, PATCH or DELETE on one existing message, for both the webhook and channel routes."""
         if call.request.method == "DELETE":
             msg.deleted = True
             await self._emit_message("MESSAGE_DELETE", msg)
             return web.Response(status=204)
         if call.request.method == "PATCH":
-            self._check_sizes(interaction.guild_id, call.uploads)
+            self._check_sizes(guild_id, call.uploads)
             self._edit_message(msg, call.body if isinstance(call.body, dict) else {}, call.uploads)
             await self._emit_message("MESSAGE_UPDATE", msg)
         return self._json(self._payload(msg))
@@ -1153,15 +1157,7 @@ class FakeDiscord:
         msg = self.messages.get(int(call.params["mid"]))
         if msg is None or msg.channel_id != channel_id or msg.deleted or msg.ephemeral:
             raise unknown("Message", 10008)
-        if call.request.method == "DELETE":
-            msg.deleted = True
-            await self._emit_message("MESSAGE_DELETE", msg)
-            return web.Response(status=204)
-        if call.request.method == "PATCH":
-            self._check_sizes(guild.id, call.uploads)
-            self._edit_message(msg, call.body if isinstance(call.body, dict) else {}, call.uploads)
-            await self._emit_message("MESSAGE_UPDATE", msg)
-        return self._json(self._payload(msg))
+        return await self._message_action(call, msg, guild.id)
 
     async def _get_channel(self, call: _Call) -> web.StreamResponse:
         channel_id = int(call.params["cid"])
