@@ -318,3 +318,47 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
     imagine = next(c for c in commands if c["name"] == "imagine")
     # One generation backend is configured, so members are not offered a choice of one.
     assert "backend" not in [o["name"] for o in imagine["options"]]
+
+
+async def test_the_position_message_follows_the_queue(tmp_path: Path) -> None:
+    async with running(tmp_path, openai={"concurrency": 1}) as easel:
+        easel.openai.delay = 1.0
+        inters = [await easel.imagine(f"job {i}", user=ALICE + i) for i in range(4)]
+        last = inters[-1]
+
+        def shows(text: str) -> bool:
+            return last.original is not None and text in last.original.content
+
+        await easel.discord.wait_for(lambda: shows("position **3** of 3"))
+        await easel.discord.wait_for(lambda: shows("position **2** of 2"), timeout=15)
+        await easel.discord.wait_for(lambda: shows("position **1** of 1"), timeout=15)
+        await easel.result_of(last, timeout=30)
+
+
+async def test_a_result_that_cannot_be_posted_ends_with_a_message_instead_of_retrying_forever(
+    tmp_path: Path,
+) -> None:
+    from bot.store import Store
+    from tests.factories import new_job
+
+    async with running(tmp_path) as easel:
+        await easel.stop_bot()
+        async with Store.open(easel.settings.storage.path) as store:
+            job = await store.enqueue(
+                replace(
+                    new_job(guild=GUILD_A, user=ALICE, backend="openai"),
+                    channel_id=CHANNEL_A,
+                    interaction=None,
+                ),
+                max_per_member=5,
+                max_per_guild=5,
+                max_total=5,
+            )
+            await store.claim_next("openai")
+            # The image file was lost (a disk cleaned by hand): delivery can never succeed.
+            await store.mark_rendered(job.id, ("jobs/404/1.png",), "OpenAI gpt-image-1-mini", None)
+        await easel.start_bot()
+        await easel.discord.wait_for(lambda: bool(easel.discord.channel_messages(CHANNEL_A)), timeout=20)
+        [notice] = easel.discord.channel_messages(CHANNEL_A)
+        assert f"Job #{job.id} failed" in notice.content
+        assert "could not post them" in notice.content
