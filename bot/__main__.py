@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -14,15 +15,17 @@ import discord
 import yarl
 from discord.gateway import DiscordWebSocket
 
+from bot import images
 from bot.app import EaselBot, Services
 from bot.config import DiscordSettings, Settings, load_settings
 from bot.delivery import Delivery
-from bot.errors import ConfigError
+from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
 from bot.queue import SqliteJobQueue
 from bot.renderers import openai as openai_renderer
-from bot.renderers.base import Renderer
+from bot.renderers.base import Operation, Renderer, RenderRequest
+from bot.renderers.local import LocalRenderer
 from bot.renderers.upscale import LanczosUpscaler
 from bot.retry import RetryPolicy
 from bot.store import Store
@@ -55,6 +58,20 @@ def check_openai(settings: Settings) -> list[str]:
     return list(result.warnings)
 
 
+def open_openai(settings: Settings) -> openai_renderer.OpenAIRenderer:
+    """Build the OpenAI renderer; close it with ``close()``."""
+    client = openai_renderer.build_client(
+        settings.openai.api_key.reveal(), settings.openai.base_url, settings.openai.timeout_s
+    )
+    return openai_renderer.OpenAIRenderer(
+        client,
+        settings.openai.model,
+        quality=settings.openai.quality,
+        output_format=settings.images.output_format,
+        retry=RetryPolicy(attempts=settings.openai.retries),
+    )
+
+
 @asynccontextmanager
 async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
     """Open the store and renderers, build the bot around them, and close everything in reverse order."""
@@ -64,19 +81,21 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
         files = ImageFiles(settings.storage.images_dir)
         renderers: dict[str, Renderer] = {}
         concurrency: dict[str, int] = {}
+        if settings.local.enabled:
+            try:
+                local, _ = await LocalRenderer.load(settings.local)
+            except ConfigError as exc:
+                # The bot still serves its other backends; the operator reads why in the log.
+                log.error("the local backend is off: %s", exc)
+            else:
+                stack.push_async_callback(local.close)
+                renderers[local.name] = local
+                concurrency[local.name] = 1  # one thread owns the pipeline; batches give the throughput
         if settings.openai.enabled:
-            client = openai_renderer.build_client(
-                settings.openai.api_key.reveal(), settings.openai.base_url, settings.openai.timeout_s
-            )
-            stack.push_async_callback(client.close)
-            renderers["openai"] = openai_renderer.OpenAIRenderer(
-                client,
-                settings.openai.model,
-                quality=settings.openai.quality,
-                output_format=settings.images.output_format,
-                retry=RetryPolicy(attempts=settings.openai.retries),
-            )
-            concurrency["openai"] = settings.openai.concurrency
+            openai = open_openai(settings)
+            stack.push_async_callback(openai.close)
+            renderers[openai.name] = openai
+            concurrency[openai.name] = settings.openai.concurrency
         upscaler = LanczosUpscaler(max_pixels=settings.images.upscale_max_pixels)
         renderers[upscaler.name] = upscaler
         # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
@@ -110,15 +129,46 @@ async def run(settings: Settings) -> None:
         await bot.start(settings.discord.token.reveal())
 
 
+async def render_once(settings: Settings, backend: str, prompt: str, out: Path, seed: int) -> None:
+    """Render one image without Discord and print how long each stage took."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    renderer: LocalRenderer | openai_renderer.OpenAIRenderer
+    if backend == "local":
+        renderer, timings = await LocalRenderer.load(settings.local)
+    else:
+        renderer = open_openai(settings)
+        timings["load"] = time.perf_counter() - started
+    try:
+        width, height = renderer.capabilities.sizes[0]
+        request = RenderRequest(
+            job_id=0, operation=Operation.GENERATE, prompt=prompt, width=width, height=height, seed=seed
+        )
+        started = time.perf_counter()
+        result = await renderer.render(request)
+        timings["render"] = time.perf_counter() - started
+    finally:
+        await renderer.close()
+    await asyncio.to_thread(out.write_bytes, result.images[0])
+    print(f"{backend}: {width}×{height} {images.sniff_extension(result.images[0])} written to {out}")
+    print(f"made by: {result.made_by}")
+    for stage, seconds in timings.items():
+        print(f"  {stage:<8} {seconds:8.2f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen command; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m bot", description="Easel, a Discord image-generation bot."
     )
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "check-config"))
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "check-config", "render"))
+    parser.add_argument("prompt", nargs="?", default="", help="render: the prompt")
     parser.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="path to the TOML config file"
     )
+    parser.add_argument("--backend", choices=("local", "openai"), help="render: the backend to use")
+    parser.add_argument("--out", type=Path, default=Path("easel-render.png"), help="render: output file")
+    parser.add_argument("--seed", type=int, default=0, help="render: the seed (local backend)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -133,18 +183,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     for warning in warnings:
         log.warning("%s", warning)
-    backends = ["openai" if settings.openai.enabled else None, "lanczos (upscale)"]
+    backends = [
+        f"local ({settings.local.model})" if settings.local.enabled else None,
+        "openai" if settings.openai.enabled else None,
+        "lanczos (upscale)",
+    ]
     if args.command == "check-config":
         print(f"config OK: backends {', '.join(b for b in backends if b)}; database {settings.storage.path}")
         return 0
-    if not settings.openai.enabled:
-        log.warning("no image backend is configured: set [openai] api_key so members can generate images")
+    if args.command == "render":
+        return render_command(settings, args.backend, args.prompt, args.out, args.seed)
+    if not settings.openai.enabled and not settings.local.enabled:
+        log.warning(
+            "no image backend is configured: set [openai] api_key or [local] model so members can generate"
+        )
     try:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
         pass
     except discord.LoginFailure:
         print("easel: Discord refused the token: check [discord] token (Bot → Reset Token)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def render_command(settings: Settings, backend: str | None, prompt: str, out: Path, seed: int) -> int:
+    """``python -m bot render``: check a backend (model, GPU, key) without Discord."""
+    backend = backend or ("local" if settings.local.enabled else "openai")
+    if not prompt:
+        print('easel: render needs a prompt, e.g. python -m bot render "a red fox"', file=sys.stderr)
+        return 2
+    if backend == "local" and not settings.local.enabled:
+        print("easel: the local backend is not configured: set [local] model", file=sys.stderr)
+        return 2
+    if backend == "openai" and not settings.openai.enabled:
+        print("easel: the openai backend is not configured: set [openai] api_key", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(render_once(settings, backend, prompt, out, seed))
+    except (ConfigError, EaselError) as exc:
+        print(f"easel: {backend}: {exc}", file=sys.stderr)
         return 1
     return 0
 

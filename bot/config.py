@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,6 +76,42 @@ class OpenAISettings:
 
 
 @dataclass(frozen=True)
+class LocalSettings:
+    """The local diffusers backend; enabled when a model is set. Empty and negative numbers mean "auto"."""
+
+    model: str = ""
+    model_config: str = ""
+    allow_download: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    scheduler: str = ""
+    steps: int = 0
+    guidance: float = -1.0
+    resolution: int = 0
+    max_batch: int = 4
+    max_batch_by_size: tuple[tuple[tuple[int, int], int], ...] = ()
+    attention: str = "sdpa"
+    compile: bool = False
+    channels_last: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    safety_checker: str = ""
+    upscaler: str = ""
+    hires_strength: float = 0.35
+    warmup: bool = True
+    progress_interval_s: float = 2.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the local backend is configured."""
+        return bool(self.model)
+
+    def batch_limit(self, width: int, height: int) -> int:
+        """The most images one pipeline call renders at this size."""
+        return dict(self.max_batch_by_size).get((width, height), self.max_batch)
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Where jobs and images live."""
 
@@ -120,6 +156,7 @@ class Settings:
 
     discord: DiscordSettings
     openai: OpenAISettings = field(default_factory=OpenAISettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
@@ -166,6 +203,7 @@ def _kind_name(kind: type) -> str:
         float: "a number",
         bool: "true or false",
         list: "a list",
+        dict: "a table",
     }.get(kind, kind.__name__)
 
 
@@ -202,7 +240,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
 
 def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
     """Build Settings from parsed TOML; every error names the key and the fix."""
-    top = _Section("config", raw, {"discord", "openai", "storage", "queue", "images", "logging"})
+    top = _Section("config", raw, {"discord", "openai", "local", "storage", "queue", "images", "logging"})
     for name in top.data:
         if not isinstance(top.data[name], dict):
             raise ConfigError(f"[{name}] must be a table (a [{name}] section), not a plain value")
@@ -240,6 +278,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         ),
         concurrency=o.get("concurrency", int, defaults.concurrency, _positive),
     )
+
+    local = _local(_Section("local", raw.get("local", {}), set(LOCAL_KEYS)), base_dir)
 
     s = _Section("storage", raw.get("storage", {}), {"path"})
     db = Path(s.get("path", str, str(StorageSettings().path)))
@@ -293,5 +333,108 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
     lg = _Section("logging", raw.get("logging", {}), {"level"})
     level = lg.get("level", str, "INFO", lambda v: None if v.upper() in LOG_LEVELS else f"use {LOG_LEVELS}")
     return Settings(
-        discord=discord, openai=openai, storage=storage, queue=queue, images=images, log_level=level.upper()
+        discord=discord,
+        openai=openai,
+        local=local,
+        storage=storage,
+        queue=queue,
+        images=images,
+        log_level=level.upper(),
     )
+
+
+LOCAL_KEYS = tuple(f.name for f in fields(LocalSettings))
+DEVICES_HELP = "use auto, cpu, cuda or cuda:N (e.g. cuda:1), or mps on Apple silicon"
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+SCHEDULERS = ("", "euler", "euler_a", "dpm++_2m", "dpm++_2m_karras", "ddim", "unipc", "lcm", "pndm")
+ATTENTION = ("sdpa", "sliced")
+
+
+def _local(sec: _Section, base_dir: Path) -> LocalSettings:
+    d = LocalSettings()
+
+    def path(key: str) -> str:
+        value = sec.get(key, str, "")
+        if not value:
+            return ""
+        candidate = Path(value).expanduser()
+        candidate = candidate if candidate.is_absolute() else base_dir / candidate
+        # A model that is no existing path is a model id, looked up in the Hugging Face cache.
+        return str(candidate) if candidate.exists() or key != "model" else value
+
+    sizes = sec.get("max_batch_by_size", dict, {})
+    by_size: list[tuple[tuple[int, int], int]] = []
+    for key, limit in sizes.items():
+        width, _, height = key.partition("x")
+        if not (width.isdigit() and height.isdigit()) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(
+                f'local.max_batch_by_size: {key!r} = {limit!r} must be "WIDTHxHEIGHT" = a whole number '
+                'of at least 1, e.g. { "1024x1024" = 1 }'
+            )
+        by_size.append(((int(width), int(height)), limit))
+    settings = LocalSettings(
+        model=path("model"),
+        model_config=path("model_config"),
+        allow_download=sec.get("allow_download", bool, d.allow_download),
+        device=sec.get("device", str, d.device, _device),
+        dtype=sec.get("dtype", str, d.dtype, _one_of(*DTYPES)),
+        scheduler=sec.get("scheduler", str, d.scheduler, _one_of(*SCHEDULERS)),
+        steps=sec.get("steps", int, d.steps, lambda v: None if 0 <= v <= 200 else "must be 0 (auto) to 200"),
+        guidance=sec.get(
+            "guidance", float, d.guidance, lambda v: None if v <= 30 else "must be at most 30 (-1: auto)"
+        ),
+        resolution=sec.get(
+            "resolution",
+            int,
+            d.resolution,
+            lambda v: (
+                None
+                if v == 0 or (64 <= v <= 4096 and v % 8 == 0)
+                else "must be 0 (auto) or 64 to 4096 and a multiple of 8"
+            ),
+        ),
+        max_batch=sec.get(
+            "max_batch", int, d.max_batch, lambda v: None if 1 <= v <= 16 else "must be 1 to 16"
+        ),
+        max_batch_by_size=tuple(by_size),
+        attention=sec.get("attention", str, d.attention, _one_of(*ATTENTION)),
+        compile=sec.get("compile", bool, d.compile),
+        channels_last=sec.get("channels_last", bool, d.channels_last),
+        vae_tiling=sec.get("vae_tiling", bool, d.vae_tiling),
+        vae_slicing=sec.get("vae_slicing", bool, d.vae_slicing),
+        safety_checker=path("safety_checker"),
+        upscaler=path("upscaler"),
+        hires_strength=sec.get(
+            "hires_strength",
+            float,
+            d.hires_strength,
+            lambda v: None if 0.05 <= v <= 1.0 else "must be between 0.05 and 1.0",
+        ),
+        warmup=sec.get("warmup", bool, d.warmup),
+        progress_interval_s=sec.get(
+            "progress_interval_s",
+            float,
+            d.progress_interval_s,
+            lambda v: None if v >= 1 else "must be at least 1 (Discord rate-limits message edits)",
+        ),
+    )
+    for key in ("model_config", "safety_checker", "upscaler"):
+        value = getattr(settings, key)
+        if value and not Path(value).is_dir():
+            raise ConfigError(
+                f"local.{key} = {value!r}: no such directory (relative paths start at the config file)"
+            )
+    if settings.model.endswith((".safetensors", ".ckpt")) and not settings.model_config:
+        raise ConfigError(
+            f"local.model = {settings.model!r} is a single-file checkpoint: set local.model_config to the "
+            "folder of its diffusers config (e.g. a download of the base model without weights), "
+            "since loading a checkpoint offline needs it"
+        )
+    return settings
+
+
+def _device(value: str) -> str | None:
+    head, _, index = value.partition(":")
+    if (head in ("auto", "cpu", "mps") and not index) or (head == "cuda" and (not index or index.isdigit())):
+        return None
+    return DEVICES_HELP

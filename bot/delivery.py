@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from bot import images
 from bot.buttons import cancel_view, result_view
 from bot.files import ImageFiles
 from bot.jobs import Job, JobKind, JobStatus, utcnow
+from bot.renderers.base import Progress
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,14 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
 # Embed descriptions hold 4,096 characters; status lines quote a shortened prompt.
 STATUS_PROMPT_CHARS = 200
+PROGRESS_BAR = 10
+AGE_RESTRICTABLE = (
+    discord.TextChannel,
+    discord.VoiceChannel,
+    discord.StageChannel,
+    discord.ForumChannel,
+    discord.Thread,
+)
 TITLES = {
     JobKind.IMAGINE: "Imagine",
     JobKind.REROLL: "Reroll",
@@ -159,6 +169,24 @@ class Delivery:
         """Show that a job has started rendering."""
         text = f"🎨 **Rendering** on `{job.backend}`… Job #{job.id}\n> {short_prompt(job)}"
         await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
+
+    async def show_progress(self, job: Job, progress: Progress) -> None:
+        """Show a rendering job's step, a progress bar and, when the renderer sent one, a preview."""
+        done = round(PROGRESS_BAR * progress.step / max(1, progress.total))
+        bar = "▰" * done + "▱" * (PROGRESS_BAR - done)
+        text = (
+            f"🎨 **Rendering** on `{job.backend}` — step {progress.step}/{progress.total} {bar} Job #{job.id}\n"
+            f"> {short_prompt(job)}"
+        )
+        files = []
+        if progress.preview:
+            files.append(discord.File(io.BytesIO(progress.preview), filename=f"preview-{job.id}.webp"))
+        await self._edit_status(job, content=text, embed=None, attachments=files, view=cancel_view(job.id))
+
+    def age_restricted(self, job: Job) -> bool:
+        """Whether the job's channel (or a thread's parent) is marked age-restricted on Discord."""
+        channel = self._client.get_channel(job.channel_id)
+        return isinstance(channel, AGE_RESTRICTABLE) and channel.is_nsfw()
 
     async def _edit_status(self, job: Job, **fields: Any) -> discord.Message | None:
         """Edit the job's interaction response; None when the token expired or the message is gone."""

@@ -172,7 +172,13 @@ class Generation:
         params = replace(
             parent.params, count=1, width=parent.params.width * 2, height=parent.params.height * 2
         )
-        return await self._submit(who, JobKind.UPSCALE, self._upscaler, params, parent=parent, index=1)
+        # A backend that upscales (the local model's upscaler or hires fix) redraws its own
+        # results; everything else is enlarged by the built-in upscaler.
+        renderer = self._renderers.get(parent.backend)
+        backend = self._upscaler
+        if renderer is not None and Operation.UPSCALE in renderer.capabilities.operations:
+            backend = parent.backend
+        return await self._submit(who, JobKind.UPSCALE, backend, params, parent=parent, index=1)
 
     async def pick(self, who: Requester, job_id: int, index: int) -> Job:
         """Make image ``index`` of a grid its own result (no rendering needed)."""

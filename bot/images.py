@@ -26,9 +26,12 @@ __all__ = [
     "Encoded",
     "SourceImage",
     "compose_result",
+    "encode_png",
     "encode_to_fit",
     "image_size",
     "make_grid",
+    "open_rgb",
+    "preview",
     "sniff_extension",
     "thumbnail",
     "upscale_lanczos",
@@ -649,6 +652,24 @@ def thumbnail(png: bytes, max_side: int, *, fmt: str = "webp") -> bytes:
     if fmt == "png":
         return _encode_png(image)
     return _encode(image, "webp", 80)
+
+
+def preview(image: Image.Image, side: int) -> bytes:
+    """Enlarge a tiny in-progress picture (a latent projection) to ``side`` pixels as a WebP preview."""
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return _encode(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), "webp", 80)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Encode a rendered image losslessly; delivery re-encodes it for Discord."""
+    return _encode_png(image)
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode trusted bytes (a stored result or a validated upload) as an RGB image, alpha flattened."""
+    image = _normalise(_decode(data))
+    return _flatten(image, (255, 255, 255)) if image.mode == "RGBA" else image.convert("RGB")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
-from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bot.config import QueueSettings
+from bot.fairness import fair_order
 from bot.files import ImageFiles
 from bot.jobs import Job, NewJob
 from bot.store import Store
@@ -23,6 +23,10 @@ class JobQueue(Protocol):
 
     async def claim(self, backend: str) -> Job | None:
         """Take the next job for ``backend`` in fair order, marking it running."""
+        ...
+
+    async def claim_batch(self, backend: str, joins: Callable[[Sequence[Job], Job], bool]) -> list[Job]:
+        """Take the next job in fair order and, walking on in that order, each job ``joins`` admits."""
         ...
 
     async def positions(self, backend: str) -> dict[int, int]:
@@ -67,7 +71,12 @@ class SqliteJobQueue:
 
     async def claim(self, backend: str) -> Job | None:
         """Take the next job for ``backend`` in fair order, marking it running."""
-        return await self._store.claim_next(backend)
+        jobs = await self._store.claim(backend)
+        return jobs[0] if jobs else None
+
+    async def claim_batch(self, backend: str, joins: Callable[[Sequence[Job], Job], bool]) -> list[Job]:
+        """Take the next job in fair order and, walking on in that order, each job ``joins`` admits."""
+        return await self._store.claim(backend, joins)
 
     async def positions(self, backend: str) -> dict[int, int]:
         """Return each queued job's 1-based place in line for ``backend``."""
@@ -83,42 +92,3 @@ class SqliteJobQueue:
     def poke(self, backend: str) -> None:
         """Wake whoever waits for work on ``backend`` (a job was added or returned)."""
         self._events[backend].set()
-
-
-def fair_order(jobs: Iterable[tuple[int, int, int]], turns: dict[tuple[int, int], int]) -> list[int]:
-    """Return job ids in the order the store's ``claim_next`` will hand them out.
-
-    ``jobs`` are (job id, guild id, member id); ``turns`` maps (guild, 0) and (guild, member)
-    to the turn each was last served at. This replays ``claim_next``'s rule — least recently
-    served guild, then its least recently served member, then oldest job — with heaps, so
-    positions for a full queue cost O(n log n).
-    """
-    queues: dict[int, dict[int, deque[int]]] = defaultdict(lambda: defaultdict(deque))
-    for job_id, guild, member in sorted(jobs):
-        queues[guild][member].append(job_id)
-    turn = max(turns.values(), default=0)
-
-    # Both heaps key on (last turn, oldest waiting job id), matching the SQL ORDER BY:
-    # never-served entries have turn 0 and fall back to their oldest job.
-    guild_heap = [
-        (turns.get((g, 0), 0), min(q[0] for q in members.values()), g) for g, members in queues.items()
-    ]
-    heapq.heapify(guild_heap)
-    member_heaps: dict[int, list[tuple[int, int, int]]] = {}
-    for g, members in queues.items():
-        heap = [(turns.get((g, m), 0), q[0], m) for m, q in members.items()]
-        heapq.heapify(heap)
-        member_heaps[g] = heap
-
-    order: list[int] = []
-    while guild_heap:
-        _, _, guild = heapq.heappop(guild_heap)
-        _, _, member = heapq.heappop(member_heaps[guild])
-        queue = queues[guild][member]
-        order.append(queue.popleft())
-        turn += 1
-        if queue:
-            heapq.heappush(member_heaps[guild], (turn, queue[0], member))
-        if member_heaps[guild]:
-            heapq.heappush(guild_heap, (turn, min(e[1] for e in member_heaps[guild]), guild))
-    return order

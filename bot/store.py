@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -17,6 +17,7 @@ from typing import Any
 import aiosqlite
 
 from bot.errors import LimitReached, NotAllowed, NotFound
+from bot.fairness import fair_order
 from bot.jobs import (
     TRANSITIONS,
     Interaction,
@@ -140,42 +141,41 @@ class Store:
 
     # -- jobs: scheduling ------------------------------------------------------------------------
 
-    async def claim_next(self, backend: str) -> Job | None:
-        """Move the next job in fair order (guilds round-robin, then members) to running."""
+    async def claim(
+        self, backend: str, joins: Callable[[Sequence[Job], Job], bool] | None = None
+    ) -> list[Job]:
+        """Move the next job in fair order to running, with the further jobs ``joins`` admits.
+
+        Candidates are offered in fair order, so a batch only ever pulls compatible jobs ahead
+        by one batch; each taken job counts as a turn for its guild and member, so the guilds
+        passed over are first in line next time.
+        """
         async with self._tx() as db:
-            # Least recently served guild first (never served counts as 0, ties by oldest job),
-            # then its least recently served member, then that member's oldest job.
             cur = await db.execute(
-                """
-                SELECT j.id, j.guild_id, j.user_id FROM jobs AS j
-                LEFT JOIN turns AS g ON g.backend = j.backend AND g.guild_id = j.guild_id AND g.user_id = 0
-                LEFT JOIN turns AS m ON m.backend = j.backend AND m.guild_id = j.guild_id
-                                    AND m.user_id = j.user_id
-                WHERE j.status = 'queued' AND j.backend = ?
-                ORDER BY COALESCE(g.last_turn, 0), COALESCE(m.last_turn, 0), j.id
-                LIMIT 1
-                """,
-                (backend,),
+                "SELECT * FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id", (backend,)
             )
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            job_id, guild_id, user_id = int(row[0]), int(row[1]), int(row[2])
-            turn_row = await (
-                await db.execute(
-                    "SELECT COALESCE(MAX(last_turn), 0) + 1 FROM turns WHERE backend = ?", (backend,)
+            queued = {job.id: job for job in map(_job_from_row, await cur.fetchall())}
+            if not queued:
+                return []
+            turns = await _turns(db, backend)
+            order = fair_order(((j.id, j.guild_id, j.user_id) for j in queued.values()), turns)
+            taken = [queued[order[0]]]
+            if joins is not None:
+                for job_id in order[1:]:
+                    if joins(taken, queued[job_id]):
+                        taken.append(queued[job_id])
+            turn = max(turns.values(), default=0)
+            for job in taken:
+                turn += 1
+                await db.executemany(
+                    """
+                    INSERT INTO turns (backend, guild_id, user_id, last_turn) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (backend, guild_id, user_id) DO UPDATE SET last_turn = excluded.last_turn
+                    """,
+                    [(backend, job.guild_id, 0, turn), (backend, job.guild_id, job.user_id, turn)],
                 )
-            ).fetchone()
-            turn = int(turn_row[0]) if turn_row else 1
-            await db.executemany(
-                """
-                INSERT INTO turns (backend, guild_id, user_id, last_turn) VALUES (?, ?, ?, ?)
-                ON CONFLICT (backend, guild_id, user_id) DO UPDATE SET last_turn = excluded.last_turn
-                """,
-                [(backend, guild_id, 0, turn), (backend, guild_id, user_id, turn)],
-            )
-            await _transition(db, job_id, JobStatus.RUNNING, "attempts = attempts + 1")
-            return await _get(db, job_id)
+                await _transition(db, job.id, JobStatus.RUNNING, "attempts = attempts + 1")
+            return [await _get(db, job.id) for job in taken]
 
     async def queue_snapshot(
         self, backend: str
@@ -187,10 +187,7 @@ class Store:
                 (backend,),
             )
             jobs = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
-            cur = await self._conn.execute(
-                "SELECT guild_id, user_id, last_turn FROM turns WHERE backend = ?", (backend,)
-            )
-            turns = {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
+            turns = await _turns(self._conn, backend)
         return jobs, turns
 
     # -- jobs: finishing -------------------------------------------------------------------------
@@ -363,6 +360,11 @@ async def _insert_job(
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+async def _turns(db: aiosqlite.Connection, backend: str) -> dict[tuple[int, int], int]:
+    cur = await db.execute("SELECT guild_id, user_id, last_turn FROM turns WHERE backend = ?", (backend,))
+    return {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
 
 
 async def _transition(

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from bot import images
 from bot.delivery import Delivery
@@ -14,7 +14,15 @@ from bot.errors import RenderFailed
 from bot.files import ImageFiles
 from bot.jobs import Job, JobStatus
 from bot.queue import JobQueue
-from bot.renderers.base import Operation, Renderer, RenderRequest
+from bot.renderers.base import (
+    BatchRenderer,
+    Capabilities,
+    Operation,
+    ProgressCallback,
+    Renderer,
+    RenderRequest,
+    RenderResult,
+)
 from bot.store import Store
 from bot.tasks import TaskGroup
 
@@ -23,6 +31,10 @@ log = logging.getLogger(__name__)
 # Status messages of jobs further back than this are refreshed less eagerly: a queue of
 # hundreds would otherwise spend Discord's rate limit on edits nobody is watching.
 POSITION_EDITS_PER_TICK = 25
+FLAGGED = (
+    "The safety checker flagged this image, so Easel only posts it in age-restricted channels. "
+    "Try a different prompt, or ask in an age-restricted channel."
+)
 # A result that still cannot be posted after this many sweeps (a missing file, a channel
 # that keeps failing) is ended with a message instead of being retried forever.
 DELIVERY_ATTEMPTS = 5
@@ -61,6 +73,12 @@ class Worker:
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
         await self._store.requeue_interrupted()
+        for job in await self._store.jobs_with_status(JobStatus.QUEUED):
+            if job.backend not in self._renderers:
+                # Its backend was removed from the config or failed to load: say so, don't strand it.
+                await self._store.mark_failed(
+                    job.id, f"The `{job.backend}` backend is not available any more. Please ask again."
+                )
         pending = await self._store.undelivered()
         for job in pending:
             self._tasks.spawn(self._finish(job), name=f"recover-{job.id}")
@@ -82,7 +100,12 @@ class Worker:
         entry = self._running.get(job_id)
         if entry is None or not self._renderers[entry[0]].capabilities.cancellable:
             return False
-        entry[1].cancel()
+        renderer = self._renderers[entry[0]]
+        if isinstance(renderer, BatchRenderer):
+            # The job may share its pipeline call with others: only the renderer can stop its part.
+            renderer.cancel(job_id)
+        else:
+            entry[1].cancel()
         return True
 
     async def announce(self, job: Job) -> None:
@@ -93,45 +116,85 @@ class Worker:
             self._shown[job.id] = positions[job.id]
 
     async def _slot_loop(self, backend: str) -> None:
+        renderer = self._renderers[backend]
+        joins = None
+        if isinstance(renderer, BatchRenderer) and renderer.capabilities.max_batch > 1:
+            joins = functools.partial(_joins, renderer.capabilities)
         slots = asyncio.Semaphore(self._concurrency.get(backend, 1))
         while True:
             await slots.acquire()
-            job = await self._queue.claim(backend)
-            if job is None:
+            if joins is not None:
+                jobs = await self._queue.claim_batch(backend, joins)
+            else:
+                job = await self._queue.claim(backend)
+                jobs = [job] if job else []
+            if not jobs:
                 slots.release()
                 await self._queue.wait(backend)
                 continue
-            self._busy.add(job.id)
-            task = self._renders.spawn(self._render(job), name=f"job-{job.id}")
-            self._running[job.id] = (backend, task)
-            task.add_done_callback(functools.partial(self._render_done, job.id, slots))
+            ids = [job.id for job in jobs]
+            self._busy.update(ids)
+            task = self._renders.spawn(self._render(jobs), name=f"jobs-{'-'.join(map(str, ids))}")
+            for job_id in ids:
+                self._running[job_id] = (backend, task)
+            task.add_done_callback(functools.partial(self._render_done, ids, slots))
 
-    def _render_done(self, job_id: int, slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
-        self._running.pop(job_id, None)
-        self._busy.discard(job_id)
+    def _render_done(self, job_ids: list[int], slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+        for job_id in job_ids:
+            self._running.pop(job_id, None)
+            self._busy.discard(job_id)
         slots.release()
 
-    async def _render(self, job: Job) -> None:
-        renderer = self._renderers[job.backend]
+    async def _render(self, jobs: list[Job]) -> None:
+        """Render one job, or a batch of compatible jobs in one call, and settle each on its own."""
+        renderer = self._renderers[jobs[0].backend]
         try:
-            await self._delivery.show_running(job)
-            request = await self._request_for(job)
-            result = await renderer.render(request)
-            ext = images.sniff_extension(result.images[0])
-            paths = await self._files.save_results(job.id, result.images, ext)
-            job = await self._store.mark_rendered(job.id, paths, result.made_by, result.usage)
+            for job in jobs:
+                await self._delivery.show_running(job)
+            requests = [await self._request_for(job) for job in jobs]
+            progress: dict[int, ProgressCallback] = {}
+            if renderer.capabilities.progress:
+                progress = {job.id: functools.partial(self._delivery.show_progress, job) for job in jobs}
+            outcomes: list[RenderResult | RenderFailed]
+            if isinstance(renderer, BatchRenderer):
+                outcomes = await renderer.render_batch(requests, progress)
+            else:
+                try:
+                    outcomes = [await renderer.render(requests[0], progress.get(jobs[0].id))]
+                except RenderFailed as exc:
+                    outcomes = [exc]
         except asyncio.CancelledError:
-            current = await asyncio.shield(self._store.get(job.id))
-            if current.cancel_requested:
-                await asyncio.shield(self._end(job, None))
+            for job in jobs:
+                current = await asyncio.shield(self._store.get(job.id))
+                if current.cancel_requested:
+                    await asyncio.shield(self._end(job, None))
             raise
-        except RenderFailed as exc:
-            log.info("job %d: render failed: %s", job.id, exc)
-            await self._end(job, str(exc))
-            return
         except Exception:
             error_id = uuid.uuid4().hex[:8]
-            log.exception("job %d: unexpected error %s", job.id, error_id)
+            log.exception("jobs %s: unexpected error %s", [job.id for job in jobs], error_id)
+            for job in jobs:
+                await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
+            return
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            await self._settle(job, outcome)
+
+    async def _settle(self, job: Job, outcome: RenderResult | RenderFailed) -> None:
+        """Store one job's images and post them, or end it with the renderer's message."""
+        if isinstance(outcome, RenderFailed):
+            log.info("job %d: render failed: %s", job.id, outcome)
+            await self._end(job, str(outcome))
+            return
+        if outcome.flagged and not self._delivery.age_restricted(job):
+            log.info("job %d: the safety checker flagged the result; not posted here", job.id)
+            await self._end(job, FLAGGED)
+            return
+        try:
+            ext = images.sniff_extension(outcome.images[0])
+            paths = await self._files.save_results(job.id, outcome.images, ext)
+            job = await self._store.mark_rendered(job.id, paths, outcome.made_by, outcome.usage)
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("job %d: could not store the result (error %s)", job.id, error_id)
             await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
             return
         await self._finish(job)
@@ -220,3 +283,19 @@ class Worker:
         for job in await self._store.undelivered():
             if job.id not in self._busy:
                 await self._finish(job)
+
+
+def batch_key(job: Job) -> tuple[object, ...]:
+    """What jobs must share to go into one pipeline call (model, steps and scheduler are the backend's)."""
+    p = job.params
+    operation = job.kind.operation
+    return (operation, p.width, p.height, p.strength if operation is Operation.VARY else None)
+
+
+def _joins(caps: Capabilities, taken: Sequence[Job], job: Job) -> bool:
+    """Whether ``job`` may join the batch ``taken`` (offered in fair order; see Store.claim)."""
+    first = taken[0]
+    if first.kind.operation is Operation.UPSCALE or batch_key(job) != batch_key(first):
+        return False
+    room = caps.batch_limit(first.params.width, first.params.height)
+    return sum(j.params.count for j in taken) + job.params.count <= room

@@ -291,7 +291,7 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
                 max_per_guild=5,
                 max_total=5,
             )
-            await store.claim_next("openai")
+            await store.claim("openai")
             paths = await ImageFiles(settings.storage.images_dir).save_results(job.id, (png(),), "png")
             await store.mark_rendered(job.id, paths, "OpenAI gpt-image-1-mini", None)
 
@@ -354,7 +354,7 @@ async def test_a_result_that_cannot_be_posted_ends_with_a_message_instead_of_ret
                 max_per_guild=5,
                 max_total=5,
             )
-            await store.claim_next("openai")
+            await store.claim("openai")
             # The image file was lost (a disk cleaned by hand): delivery can never succeed.
             await store.mark_rendered(job.id, ("jobs/404/1.png",), "OpenAI gpt-image-1-mini", None)
         await easel.start_bot()

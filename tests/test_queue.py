@@ -9,9 +9,10 @@ import pytest
 
 from bot.config import QueueSettings
 from bot.errors import LimitReached, NotAllowed
+from bot.fairness import fair_order
 from bot.files import ImageFiles
 from bot.jobs import JobStatus
-from bot.queue import SqliteJobQueue, fair_order
+from bot.queue import SqliteJobQueue
 from bot.store import Store
 from tests.factories import new_job
 

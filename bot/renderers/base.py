@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from bot.errors import RenderFailed
 
 
 class Operation(enum.StrEnum):
@@ -54,6 +56,7 @@ class RenderResult:
     images: tuple[bytes, ...]
     usage: Usage | None = None
     made_by: str = ""
+    flagged: bool = False  # a safety checker found adult content: post only in age-restricted channels
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,14 @@ class Capabilities:
     seeded: bool = False
     qualities: tuple[str, ...] = ()
     max_batch: int = 1
+    batch_by_size: tuple[tuple[tuple[int, int], int], ...] = ()
     progress: bool = False
     cancellable: bool = False
     operations: tuple[Operation, ...] = field(default=(Operation.GENERATE, Operation.VARY))
+
+    def batch_limit(self, width: int, height: int) -> int:
+        """The most images one call renders at this size (large sizes may take fewer)."""
+        return dict(self.batch_by_size).get((width, height), self.max_batch)
 
 
 class Renderer(Protocol):
@@ -99,4 +107,26 @@ class Renderer(Protocol):
 
     async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
         """Render one request; raise RenderFailed (or a subclass) with a member-safe message on failure."""
+        ...
+
+    def health(self) -> tuple[tuple[str, str], ...]:
+        """What moderators see in /status: (label, value) pairs such as model, device, memory."""
+        ...
+
+
+@runtime_checkable
+class BatchRenderer(Renderer, Protocol):
+    """A renderer that renders several compatible requests in one call (``capabilities.max_batch``)."""
+
+    async def render_batch(
+        self, requests: Sequence[RenderRequest], progress: Mapping[int, ProgressCallback]
+    ) -> list[RenderResult | RenderFailed]:
+        """Render requests that share operation, size and strength; one result or failure per request.
+
+        ``progress`` maps a job id to its callback. A failure of one request never fails the others.
+        """
+        ...
+
+    def cancel(self, job_id: int) -> None:
+        """Stop a running job's part of its call (the call stops once all its jobs are cancelled)."""
         ...

@@ -371,6 +371,18 @@ class OpenAIRenderer:
         """What this renderer accepts (sizes and qualities from the model table)."""
         return self._capabilities
 
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+    def health(self) -> tuple[tuple[str, str], ...]:
+        """Model, quality and endpoint host (never the key) for /status."""
+        return (
+            ("Model", self._model),
+            ("Quality", self._quality),
+            ("Endpoint", self._client.base_url.host or "api.openai.com"),
+        )
+
     async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
         """Render one request under the retry policy; raise RenderFailed with a member-safe message."""
         if request.operation not in self._capabilities.operations:

@@ -27,6 +27,10 @@ class LanczosUpscaler:
         """Upscaling only."""
         return self._capabilities
 
+    def health(self) -> tuple[tuple[str, str], ...]:
+        """Where upscales run, for /status."""
+        return (("Runs on", "CPU, one upscale at a time"),)
+
     async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
         """Return the source image enlarged 2×."""
         if request.source is None:

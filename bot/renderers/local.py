@@ -1,0 +1,235 @@
+"""The local renderer: a diffusers pipeline on this machine's GPU (or CPU), owned by one thread.
+
+The event loop never waits on torch: every call into the pipeline runs on the renderer's
+single worker thread, and progress comes back with ``call_soon_threadsafe``. torch and
+diffusers are imported on that thread when the model loads, so an install without the
+``local`` extra never needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from bot import images
+from bot.config import LocalSettings
+from bot.errors import ConfigError, RenderFailed
+from bot.renderers.base import (
+    Capabilities,
+    Operation,
+    Progress,
+    ProgressCallback,
+    RenderRequest,
+    RenderResult,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from bot.renderers.diffusion import Call, Engine, Rendered, StepHook, Work
+
+log = logging.getLogger(__name__)
+
+MAX_COUNT = 4
+
+
+class LocalRenderer:
+    """Renders GENERATE, VARY and UPSCALE requests with a local diffusers model, in batches."""
+
+    def __init__(self, engine: Engine, executor: ThreadPoolExecutor, settings: LocalSettings) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._settings = settings
+        self._cancelled: set[int] = set()
+        self._cancel_lock = threading.Lock()
+        self._reporting: dict[int, asyncio.Task[None]] = {}
+        self._busy_since: float | None = None
+        self._capabilities = Capabilities(
+            sizes=engine.sizes,
+            max_count=MAX_COUNT,
+            variation=True,
+            negative_prompt=True,
+            seeded=True,
+            max_batch=settings.max_batch,
+            batch_by_size=settings.max_batch_by_size,
+            progress=True,
+            cancellable=True,
+            operations=(Operation.GENERATE, Operation.VARY, Operation.UPSCALE),
+        )
+
+    @classmethod
+    async def load(cls, settings: LocalSettings) -> tuple[LocalRenderer, dict[str, float]]:
+        """Load the model (and warm it up) on a new render thread; return the renderer and stage timings.
+
+        Raises ConfigError naming the model and the cause when it cannot be loaded.
+        """
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-render")
+        loop = asyncio.get_running_loop()
+        try:
+            engine = await loop.run_in_executor(executor, _load_engine, settings)
+            timings = {"load": engine.load_seconds}
+            if settings.warmup:
+                timings["warm-up"] = await loop.run_in_executor(executor, engine.warm_up)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        log.info(
+            "local model %s loaded as %s on %s (%s) in %.1fs",
+            settings.model,
+            engine.pipeline_name,
+            engine.device,
+            str(engine.dtype).removeprefix("torch."),
+            engine.load_seconds,
+        )
+        return cls(engine, executor, settings), timings
+
+    @property
+    def name(self) -> str:
+        """The backend's name as members see it."""
+        return "local"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Sizes around the model's native resolution, seeds, negative prompts, batches, progress."""
+        return self._capabilities
+
+    def health(self) -> tuple[tuple[str, str], ...]:
+        """Model, device, memory and activity for /status."""
+        engine = self._engine
+        busy = "idle"
+        if self._busy_since is not None:
+            busy = f"rendering for {time.monotonic() - self._busy_since:.0f}s"
+        return (
+            ("Model", f"{self._settings.model} ({engine.pipeline_name})"),
+            ("Device", f"{engine.device} · {str(engine.dtype).removeprefix('torch.')}"),
+            ("GPU memory", engine.memory()),
+            ("Steps · guidance", f"{engine.steps} · {engine.guidance:g}"),
+            ("Upscale", engine.upscaler_name),
+            ("Renders", f"{engine.renders} calls, {engine.images_rendered} images; {busy}"),
+        )
+
+    def cancel(self, job_id: int) -> None:
+        """Ask a running job to stop; its pipeline call stops once every job in it is cancelled."""
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
+
+    async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
+        """Render one request."""
+        [outcome] = await self.render_batch([request], {request.job_id: progress} if progress else {})
+        if isinstance(outcome, RenderFailed):
+            raise outcome
+        return outcome
+
+    async def render_batch(
+        self, requests: Sequence[RenderRequest], progress: Mapping[int, ProgressCallback]
+    ) -> list[RenderResult | RenderFailed]:
+        """Render compatible requests in one pipeline call; one result or failure per request."""
+        from bot.renderers.diffusion import Call, Work
+
+        first = requests[0]
+        call = Call(first.operation, first.width, first.height, first.strength)
+        works = []
+        for request in requests:
+            source = await asyncio.to_thread(images.open_rgb, request.source) if request.source else None
+            seeds = tuple((request.seed + i) % 2**32 for i in range(request.count))
+            works.append(Work(request.job_id, _prompt(request), request.negative, seeds, source))
+        loop = asyncio.get_running_loop()
+        hook = self._hook(loop, progress)
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._run, call, works, hook)
+        finally:
+            with self._cancel_lock:
+                self._cancelled.difference_update(w.job_id for w in works)
+        results: list[RenderResult | RenderFailed] = []
+        for outcome in outcomes:
+            if isinstance(outcome, RenderFailed):
+                results.append(outcome)
+                continue
+            encoded = await asyncio.to_thread(_encode, outcome.images)
+            results.append(RenderResult(encoded, made_by=self._made_by(call), flagged=outcome.flagged))
+        return results
+
+    async def close(self) -> None:
+        """Let a running pipeline call finish, then end the render thread."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    def _run(self, call: Call, works: list[Work], hook: StepHook) -> list[Rendered | RenderFailed]:
+        self._busy_since = time.monotonic()
+        try:
+            return self._engine.run(call, works, hook)
+        finally:
+            self._busy_since = None
+
+    def _made_by(self, call: Call) -> str:
+        model = self._settings.model.rstrip("/").rsplit("/", 1)[-1]
+        if call.operation is Operation.UPSCALE:
+            return f"{model} · Upscale 2× by {self._engine.upscaler_name}"
+        return f"{model} · {self._engine.steps} steps"
+
+    def _hook(self, loop: asyncio.AbstractEventLoop, progress: Mapping[int, ProgressCallback]) -> StepHook:
+        """Build the hook the render thread calls after each step: progress at most every interval, and cancels."""
+        interval = self._settings.progress_interval_s
+        last = time.monotonic()
+        engine = self._engine
+
+        def hook(step: int, total: int, latents: torch.Tensor, rows: Sequence[int]) -> bool:
+            nonlocal last
+            now = time.monotonic()
+            if progress and now - last >= interval and step < total:
+                last = now
+                for job_id in dict.fromkeys(rows):
+                    if job_id in progress:
+                        update = Progress(step, total, engine.preview(latents, rows.index(job_id)))
+                        loop.call_soon_threadsafe(self._report, job_id, progress[job_id], update)
+            with self._cancel_lock:
+                return self._cancelled.issuperset(rows)
+
+        return hook
+
+    def _report(self, job_id: int, callback: ProgressCallback, update: Progress) -> None:
+        """Show progress on the loop; an edit still in flight makes this one skip, not queue up."""
+        running = self._reporting.get(job_id)
+        if running is not None and not running.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver_progress(callback, update))
+        self._reporting[job_id] = task
+        task.add_done_callback(functools.partial(self._reported, job_id))
+
+    def _reported(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self._reporting.get(job_id) is task:
+            del self._reporting[job_id]
+
+    @staticmethod
+    async def _deliver_progress(callback: ProgressCallback, update: Progress) -> None:
+        try:
+            await callback(update)
+        except Exception:
+            log.warning("progress update failed", exc_info=True)
+
+
+def _load_engine(settings: LocalSettings) -> Engine:
+    try:
+        from bot.renderers.diffusion import Engine
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local backend needs torch and diffusers ({exc}): install Easel with the local extra, "
+            "pip install '.[local]' (on a GPU, install the CUDA build of torch first)"
+        ) from None
+    return Engine(settings)
+
+
+def _encode(pictures: Sequence[Image.Image]) -> tuple[bytes, ...]:
+    return tuple(images.encode_png(picture) for picture in pictures)
+
+
+def _prompt(request: RenderRequest) -> str:
+    if request.prompt and request.extra_prompt:
+        return f"{request.prompt}, {request.extra_prompt}"
+    return request.prompt or request.extra_prompt
