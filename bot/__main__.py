@@ -81,12 +81,14 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
         files = ImageFiles(settings.storage.images_dir)
         renderers: dict[str, Renderer] = {}
         concurrency: dict[str, int] = {}
+        offline: dict[str, str] = {}
         if settings.local.enabled:
             try:
                 local, _ = await LocalRenderer.load(settings.local)
             except ConfigError as exc:
                 # The bot still serves its other backends; the operator reads why in the log.
                 log.error("the local backend is off: %s", exc)
+                offline["local"] = "the model failed to load (the operator's log says why)"
             else:
                 stack.push_async_callback(local.close)
                 renderers[local.name] = local
@@ -114,7 +116,13 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
                 tick_s=settings.queue.position_update_s,
             )
             generation = Generation(
-                store, queue, files, renderers, upscaler=upscaler.name, images=settings.images
+                store,
+                queue,
+                files,
+                renderers,
+                upscaler=upscaler.name,
+                images=settings.images,
+                offline=offline,
             )
             return Services(settings=settings, generation=generation, delivery=delivery, worker=worker)
 

@@ -22,7 +22,7 @@ from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.results", "cogs.queue", "cogs.help")
+EXTENSIONS = ("cogs.imagine", "cogs.results", "cogs.queue", "cogs.status", "cogs.help")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,16 @@ class Requester:
 
 
 @dataclass(frozen=True)
+class BackendStatus:
+    """One backend as /status shows it to moderators."""
+
+    name: str
+    health: tuple[tuple[str, str], ...]
+    queued: int
+    running: int
+
+
+@dataclass(frozen=True)
 class QueueView:
     """What /queue shows a member."""
 
@@ -61,8 +71,10 @@ class Generation:
         *,
         upscaler: str,
         images: ImageSettings,
+        offline: Mapping[str, str] | None = None,
     ) -> None:
         self._store = store
+        self._offline = dict(offline or {})
         self._queue = queue
         self._files = files
         self._renderers = renderers
@@ -215,6 +227,19 @@ class Generation:
             places.update(await self._queue.positions(backend))
         waiting = sum(1 for job in active if job.status is JobStatus.QUEUED)
         return QueueView(tuple((job, places.get(job.id)) for job in mine), waiting)
+
+    async def status(self) -> list[BackendStatus]:
+        """Every configured backend's health and load, plus the ones that failed to start."""
+        load = await self._store.backend_load()
+        report = [
+            BackendStatus(name, renderer.health(), *load.get(name, (0, 0)))
+            for name, renderer in self._renderers.items()
+        ]
+        report += [
+            BackendStatus(name, (("State", f"not available: {why}"),), *load.get(name, (0, 0)))
+            for name, why in self._offline.items()
+        ]
+        return report
 
     async def _submit(
         self,

@@ -284,6 +284,16 @@ class Store:
             )
             return [_job_from_row(r) for r in await cur.fetchall()]
 
+    async def backend_load(self) -> dict[str, tuple[int, int]]:
+        """Return (queued, running) job counts per backend, across all guilds."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT backend, SUM(status = 'queued'), SUM(status = 'running') FROM jobs "
+                "WHERE status IN (?, ?) GROUP BY backend",
+                ACTIVE,
+            )
+            return {str(r[0]): (int(r[1]), int(r[2])) for r in await cur.fetchall()}
+
     async def requeue_interrupted(self) -> None:
         """Return renders a restart interrupted to the queue (or end them, if their member cancelled)."""
         async with self._tx() as db:

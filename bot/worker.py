@@ -133,6 +133,8 @@ class Worker:
                 await self._queue.wait(backend)
                 continue
             ids = [job.id for job in jobs]
+            if len(ids) > 1:
+                log.info("jobs %s render together on %s", ", ".join(map(str, ids)), backend)
             self._busy.update(ids)
             task = self._renders.spawn(self._render(jobs), name=f"jobs-{'-'.join(map(str, ids))}")
             for job_id in ids:

@@ -17,6 +17,7 @@ and so do members within a server.
 **/variation** `image` — variations of an image you upload (PNG, JPEG, WebP or GIF).
 **/queue** — your waiting jobs, with Cancel buttons.
 **/show** `job` — post a job's result again, with working buttons.
+**/status** — backends, models and queues (moderators).
 **/help** — this message.
 
 Under a result: **U1–U4** posts one image alone at full size, **V1–V4** / **Vary** makes variations, \

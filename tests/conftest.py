@@ -34,3 +34,14 @@ def files(tmp_path: Path) -> ImageFiles:
 def queue(store: Store, files: ImageFiles) -> SqliteJobQueue:
     """The embedded fair queue with generous limits."""
     return SqliteJobQueue(store, files, QueueSettings(max_per_member=100, max_per_guild=100, max_total=1000))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline in diffusers format, built once per test session.
+
+    The local backend loads it through the same path as an operator's model directory.
+    """
+    from tests.tinymodels import build_text2image
+
+    return build_text2image(tmp_path_factory.mktemp("tiny-model"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,15 +118,26 @@ def image_of(message: Message) -> Image.Image:
 
 @contextlib.asynccontextmanager
 async def running(
-    tmp_path: Path, *, guilds: Sequence[tuple[int, int]] | None = None, **overrides: Any
+    tmp_path: Path,
+    *,
+    guilds: Sequence[tuple[int, int]] | None = None,
+    age_restricted: Collection[int] = (),
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
-    """Start both test servers with ``guilds`` ((guild, channel) pairs; default A and B) and the bot."""
+    """Start both test servers with ``guilds`` ((guild, channel) pairs; default A and B) and the bot.
+
+    ``age_restricted`` channels are marked NSFW on Discord; ``overrides`` are config sections.
+    """
     discord = FakeDiscord()
     openai = FakeOpenAI(api_key=OPENAI_KEY)
     await discord.start()
     await openai.start()
     for guild_id, channel_id in guilds or ((GUILD_A, CHANNEL_A), (GUILD_B, CHANNEL_B)):
-        discord.add_guild(guild_id, channels=[(channel_id, "art")])
+        discord.add_guild(
+            guild_id,
+            channels=[(channel_id, "art")],
+            nsfw_channels=[channel_id] if channel_id in age_restricted else [],
+        )
     harness = Harness(discord, openai, tmp_path, dict(overrides))
     try:
         await harness.start_bot()

@@ -72,6 +72,15 @@ class Attachment:
     proxy_url: str = ""
 
 
+@dataclass(frozen=True)
+class Edit:
+    """What a message showed after one edit: when, its content and its attachments' file names."""
+
+    at: float
+    content: str
+    filenames: list[str]
+
+
 @dataclass
 class Message:
     """A message the bot created, through a channel, an interaction response or a followup."""
@@ -92,6 +101,7 @@ class Message:
     deleted: bool = False
     edits: int = 0
     edit_times: list[float] = field(default_factory=list)
+    history: list[Edit] = field(default_factory=list)
     created_via: str = "channel"
     type: int = 0
     tts: bool = False

@@ -42,6 +42,7 @@ from .records import (
     SUPPRESS_EMBEDS,
     Attachment,
     Callback,
+    Edit,
     File,
     GatewayEvent,
     Guild,
@@ -590,6 +591,7 @@ class FakeDiscord:
         if count:
             msg.edits += 1
             msg.edit_times.append(time.monotonic())
+            msg.history.append(Edit(time.monotonic(), content, [f.filename for f in files]))
             msg.edited_at = utcnow()
 
     async def _emit_message(self, event: str, msg: Message) -> None:
