@@ -7,7 +7,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
-RUN pip install .
+# docker build --build-arg EXTRAS=local adds torch and diffusers for the local GPU renderer
+# (run it with --gpus all; pip's default torch wheel for Linux bundles CUDA).
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 
 # A non-root user owns only the data volume.
 RUN useradd --create-home --uid 10001 easel && mkdir /data && chown easel /data

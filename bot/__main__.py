@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("local", "openai"), help="render: the backend to use")
     parser.add_argument("--out", type=Path, default=Path("easel-render.png"), help="render: output file")
     parser.add_argument("--seed", type=int, default=0, help="render: the seed (local backend)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         settings = load_settings(args.config)
         warnings = check_openai(settings)

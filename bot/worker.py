@@ -119,7 +119,7 @@ class Worker:
         renderer = self._renderers[backend]
         joins = None
         if isinstance(renderer, BatchRenderer) and renderer.capabilities.max_batch > 1:
-            joins = functools.partial(_joins, renderer.capabilities)
+            joins = functools.partial(may_join, renderer.capabilities)
         slots = asyncio.Semaphore(self._concurrency.get(backend, 1))
         while True:
             await slots.acquire()
@@ -294,7 +294,7 @@ def batch_key(job: Job) -> tuple[object, ...]:
     return (operation, p.width, p.height, p.strength if operation is Operation.VARY else None)
 
 
-def _joins(caps: Capabilities, taken: Sequence[Job], job: Job) -> bool:
+def may_join(caps: Capabilities, taken: Sequence[Job], job: Job) -> bool:
     """Whether ``job`` may join the batch ``taken`` (offered in fair order; see Store.claim)."""
     first = taken[0]
     if first.kind.operation is Operation.UPSCALE or batch_key(job) != batch_key(first):

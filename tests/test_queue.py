@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,11 @@ from bot.config import QueueSettings
 from bot.errors import LimitReached, NotAllowed
 from bot.fairness import fair_order
 from bot.files import ImageFiles
-from bot.jobs import JobStatus
+from bot.jobs import JobKind, JobStatus, NewJob
 from bot.queue import SqliteJobQueue
+from bot.renderers.base import Capabilities
 from bot.store import Store
+from bot.worker import may_join
 from tests.factories import new_job
 
 
@@ -175,3 +179,62 @@ async def test_another_guilds_job_looks_like_a_missing_one(queue: SqliteJobQueue
     with pytest.raises(NotFound) as missing:
         await store.find(9999, guild_id=2)
     assert str(foreign.value).replace(str(job.id), "N") == str(missing.value).replace("9999", "N")
+
+
+def _sized(guild: int, user: int, size: int, *, count: int = 1, kind: JobKind = JobKind.IMAGINE) -> NewJob:
+    job = new_job(guild=guild, user=user, count=count)
+    return replace(job, kind=kind, params=replace(job.params, width=size, height=size))
+
+
+BATCH_OF_4 = Capabilities(sizes=((64, 64), (128, 128)), max_batch=4, batch_by_size=(((128, 128), 1),))
+
+
+async def test_a_batch_takes_compatible_jobs_in_fair_order_and_passed_over_guilds_go_next(
+    queue: SqliteJobQueue,
+) -> None:
+    first = await queue.submit(_sized(1, 10, 64))
+    other_size = await queue.submit(_sized(2, 20, 96))  # guild 2 is next in fair order, but incompatible
+    third = await queue.submit(_sized(3, 30, 64))
+    fourth = await queue.submit(_sized(1, 11, 64))
+    fifth = await queue.submit(_sized(1, 10, 64))
+    batch = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    # One pipeline call takes the compatible jobs, walking the queue in fair order.
+    assert [job.id for job in batch] == [first.id, third.id, fourth.id, fifth.id]
+    assert all(job.status is JobStatus.RUNNING for job in batch)
+    # The guild that was passed over is served first next time: it waited one batch, no more.
+    after = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in after] == [other_size.id]
+
+
+async def test_a_batch_holds_at_most_max_batch_images_and_the_per_size_limit(queue: SqliteJobQueue) -> None:
+    pairs = [await queue.submit(_sized(g, 10, 64, count=2)) for g in (1, 2, 3)]
+    batch = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in batch] == [pairs[0].id, pairs[1].id]  # 2 + 2 images fill max_batch 4
+
+    large = [await queue.submit(_sized(g, 10, 128)) for g in (4, 5)]
+    await queue.claim("test")  # the last pair
+    alone = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in alone] == [large[0].id]  # max_batch_by_size: one at a time at 128²
+
+
+async def test_jobs_of_different_operations_or_strengths_are_not_batched(queue: SqliteJobQueue) -> None:
+    imagine = await queue.submit(_sized(1, 10, 64))
+    await queue.submit(_sized(2, 20, 64, kind=JobKind.VARIATION))
+    varied = await queue.submit(_sized(3, 30, 64, kind=JobKind.VARIATION))
+    batch = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in batch] == [imagine.id]
+    pair = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in pair] == [varied.id - 1, varied.id]  # same strength: one call
+
+    upscales = [await queue.submit(_sized(g, 10, 64, kind=JobKind.UPSCALE)) for g in (1, 2)]
+    first = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in first] == [upscales[0].id]  # upscales run one at a time
+
+    while await queue.claim("test") is not None:
+        pass
+    strong = await queue.submit(_sized(4, 40, 64, kind=JobKind.VARIATION))
+    gentle = _sized(5, 50, 64, kind=JobKind.VARIATION)
+    gentle = replace(gentle, params=replace(gentle.params, strength=0.3))
+    await queue.submit(gentle)
+    alone = await queue.claim_batch("test", functools.partial(may_join, BATCH_OF_4))
+    assert [job.id for job in alone] == [strong.id]
