@@ -230,3 +230,25 @@ def _expired() -> JobInteraction:
     return JobInteraction(
         application_id=1, token="expired", created_at=datetime.now(UTC) - timedelta(hours=1), message_id=None
     )
+
+
+async def test_a_local_render_interrupted_by_a_restart_is_rendered_again_and_posted_once(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    slow = local(tiny_model, steps=100, resolution=512, progress_interval_s=1.0)
+    async with running(tmp_path, local=slow) as easel:
+        inter = await easel.imagine("survives a restart", backend="local", seed=7)
+        await easel.discord.wait_for(
+            lambda: inter.original is not None and STEP.search(inter.original.content) is not None, timeout=30
+        )
+        stopping = time.monotonic()
+        await easel.stop_bot()
+        assert time.monotonic() - stopping < 5  # the render thread was interrupted, not waited for
+        await easel.start_bot()
+        result = await easel.result_of(inter, timeout=60)
+        assert field(result, "Seed") == "7"
+        finals = [
+            edit for edit in result.history if edit.filenames and edit.filenames[0].startswith("easel-")
+        ]
+        assert len(finals) == 1
+        assert easel.discord.channel_messages(CHANNEL_A) == []

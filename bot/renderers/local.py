@@ -50,6 +50,8 @@ class LocalRenderer:
         self._cancelled: set[int] = set()
         self._cancel_lock = threading.Lock()
         self._reporting: dict[int, asyncio.Task[None]] = {}
+        self._live: set[int] = set()  # jobs whose call is running: only they may show progress
+        self._closing = False
         self._busy_since: float | None = None
         self._capabilities = Capabilities(
             sizes=engine.sizes,
@@ -142,11 +144,16 @@ class LocalRenderer:
             works.append(Work(request.job_id, _prompt(request), request.negative, seeds, source))
         loop = asyncio.get_running_loop()
         hook = self._hook(loop, progress)
+        job_ids = {w.job_id for w in works}
+        self._live |= job_ids
         try:
             outcomes = await loop.run_in_executor(self._executor, self._run, call, works, hook)
         finally:
+            self._live -= job_ids
             with self._cancel_lock:
-                self._cancelled.difference_update(w.job_id for w in works)
+                self._cancelled -= job_ids
+        # A progress edit still in flight could land after the result and hide it: let it finish.
+        await asyncio.gather(*(task for j in job_ids if (task := self._reporting.get(j)) is not None))
         results: list[RenderResult | RenderFailed] = []
         for outcome in outcomes:
             if isinstance(outcome, RenderFailed):
@@ -157,7 +164,8 @@ class LocalRenderer:
         return results
 
     async def close(self) -> None:
-        """Let a running pipeline call finish, then end the render thread."""
+        """Interrupt a running pipeline call (its jobs are rendered again on the next start), end the thread."""
+        self._closing = True
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def _run(self, call: Call, works: list[Work], hook: StepHook) -> list[Rendered | RenderFailed]:
@@ -189,14 +197,14 @@ class LocalRenderer:
                         update = Progress(step, total, engine.preview(latents, rows.index(job_id)))
                         loop.call_soon_threadsafe(self._report, job_id, progress[job_id], update)
             with self._cancel_lock:
-                return self._cancelled.issuperset(rows)
+                return self._closing or self._cancelled.issuperset(rows)
 
         return hook
 
     def _report(self, job_id: int, callback: ProgressCallback, update: Progress) -> None:
         """Show progress on the loop; an edit still in flight makes this one skip, not queue up."""
         running = self._reporting.get(job_id)
-        if running is not None and not running.done():
+        if job_id not in self._live or (running is not None and not running.done()):
             return
         task = asyncio.get_running_loop().create_task(self._deliver_progress(callback, update))
         self._reporting[job_id] = task
