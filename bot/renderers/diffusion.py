@@ -172,6 +172,8 @@ class Engine:
         side = self.sizes[0]
         call = Call(Operation.GENERATE, side[0], side[1])
         self.run(call, [Work(0, "warm-up", "", (0,))], steps=min(self.steps, 2))
+        # /status counts members' renders; the warm-up is not one.
+        self.renders = self.images_rendered = 0
         return time.perf_counter() - started
 
     def run(
@@ -288,7 +290,7 @@ class Engine:
         if self.safety is None:
             return False
         checker, processor = self.safety
-        clip_input = processor(list(pictures), return_tensors="pt").pixel_values
+        clip_input = processor(list(pictures), return_tensors="pt").pixel_values.to(self.device, self.dtype)
         arrays = np.stack([np.asarray(p, dtype=np.float32) / 255 for p in pictures])
         with torch.no_grad():
             _, flags = checker(images=arrays, clip_input=clip_input)
@@ -304,6 +306,8 @@ class Engine:
         pipe.to(self.device)
         if self.upscaler is not None:
             self.upscaler.to(self.device)
+        if self.safety is not None:
+            self.safety[0].to(self.device, self.dtype)
         if settings.attention == "sliced":
             pipe.enable_attention_slicing()
         if settings.vae_tiling:

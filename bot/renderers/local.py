@@ -79,6 +79,17 @@ class LocalRenderer:
             timings = {"load": engine.load_seconds}
             if settings.warmup:
                 timings["warm-up"] = await loop.run_in_executor(executor, engine.warm_up)
+        except ConfigError:
+            executor.shutdown(wait=False)
+            raise
+        except Exception as exc:
+            # A device that does not exist, out of memory at warm-up, a broken model file...
+            executor.shutdown(wait=False)
+            detail = str(exc).strip().splitlines()
+            raise ConfigError(
+                f"local.model {settings.model!r} failed to start on device {settings.device!r}: "
+                f"{type(exc).__name__}: {detail[0] if detail else 'no detail'}"
+            ) from exc
         except BaseException:
             executor.shutdown(wait=False)
             raise
