@@ -11,6 +11,8 @@ Building the same model twice gives byte-identical files.
 - :func:`build_x4_upscaler`: a ``StableDiffusionUpscalePipeline`` (the SD x4 upscaler).
 - :func:`build_safety_checker`: a ``StableDiffusionSafetyChecker`` and its CLIP image processor, laid out like
   ``CompVis/stable-diffusion-safety-checker``, that flags every image or none.
+- :func:`build_single_file`: :func:`build_text2image`'s weights as one ``.safetensors`` file in the original
+  CompVis/LDM key layout (what model sites sell), next to the diffusers folder that serves as its ``config=``.
 
 The builders silence diffusers' and transformers' logging and progress bars while they run, and restore them
 afterwards; they touch no warnings filters and no environment variables.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +33,7 @@ import torch
 import transformers
 from diffusers.pipelines.stable_diffusion import safety_checker as sd_safety_checker
 from diffusers.utils import logging as diffusers_logging_module
+from safetensors.torch import load_file, save_file
 from transformers.utils import logging as transformers_logging_module
 
 # diffusers' constructors are untyped and mypy cannot see the torch.nn.Module methods of its models, so the
@@ -45,6 +49,7 @@ __all__ = [
     "TEXT_HIDDEN_SIZE",
     "build_latent_upscaler",
     "build_safety_checker",
+    "build_single_file",
     "build_text2image",
     "build_x4_upscaler",
 ]
@@ -355,3 +360,160 @@ def build_safety_checker(directory: Path, *, flag_everything: bool) -> Path:
     checker.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+# -- single-file (original LDM layout) checkpoints --------------------------------------------------------------
+#
+# The inverse of diffusers' ``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint`` and
+# ``convert_ldm_clip_checkpoint`` (diffusers/loaders/single_file_utils.py), i.e. what diffusers' script
+# ``scripts/convert_diffusers_to_original_stable_diffusion.py`` does, written for any number of levels and
+# ``layers_per_block`` (an int) so it covers the tiny models. SD 1.x only: no SDXL or OpenCLIP text encoders.
+
+_LDM_UNET_PREFIX = "model.diffusion_model."
+_LDM_VAE_PREFIX = "first_stage_model."
+_LDM_CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+_LDM_UNET_TOP = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+_LDM_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_LDM_VAE_TOP = {"conv_norm_out": "norm_out"}
+_LDM_VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
+_LDM_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _rename_head(rest: str, names: dict[str, str]) -> str:
+    """``rest`` with its leading module name (one or two dotted parts) replaced per ``names``, if listed."""
+    for old, new in names.items():
+        if rest.startswith(old + "."):
+            return new + rest[len(old) :]
+    return rest
+
+
+def _ldm_unet_key(key: str, config: dict[str, Any]) -> str:
+    """The original name (without ``model.diffusion_model.``) of a diffusers ``UNet2DConditionModel`` weight."""
+    layers = config["layers_per_block"]
+    if not isinstance(layers, int):
+        raise ValueError(f"layers_per_block must be an int, not {layers!r}")
+    per_level = layers + 1  # LDM numbers a level's resnets and then its down/upsampler consecutively
+    if match := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        level, kind, index, rest = int(match[1]), match[2], int(match[3]), match[4]
+        block = per_level * level + index + 1  # input_blocks.0 is conv_in
+        if kind == "resnets":
+            return f"input_blocks.{block}.0.{_rename_head(rest, _LDM_UNET_RESNET)}"
+        return f"input_blocks.{block}.1.{rest}"
+    if match := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{per_level * (int(match[1]) + 1)}.0.op.{match[2]}"
+    if match := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"middle_block.{2 * int(match[1])}.{_rename_head(match[2], _LDM_UNET_RESNET)}"
+    if match := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{match[1]}"
+    if match := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        level, kind, index, rest = int(match[1]), match[2], int(match[3]), match[4]
+        block = per_level * level + index
+        if kind == "resnets":
+            return f"output_blocks.{block}.0.{_rename_head(rest, _LDM_UNET_RESNET)}"
+        return f"output_blocks.{block}.1.{rest}"
+    if match := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        level = int(match[1])
+        # The upsampler follows the level's last resnet, and its attention if the level has one.
+        slot = 2 if "CrossAttn" in config["up_block_types"][level] else 1
+        return f"output_blocks.{per_level * level + layers}.{slot}.conv.{match[2]}"
+    renamed = _rename_head(key, _LDM_UNET_TOP)
+    if renamed == key:
+        raise ValueError(f"no original (LDM) name for UNet weight {key!r}")
+    return renamed
+
+
+def _ldm_vae_key(key: str, config: dict[str, Any]) -> str:
+    """The original name (without ``first_stage_model.``) of a diffusers ``AutoencoderKL`` weight."""
+    levels = len(config["down_block_types"])
+    if key.startswith(("quant_conv.", "post_quant_conv.")):
+        return key
+    side, _, rest = key.partition(".")
+    if side not in ("encoder", "decoder"):
+        raise ValueError(f"no original (LDM) name for VAE weight {key!r}")
+    if match := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", rest):
+        rest = f"down.{match[1]}.block.{match[2]}.{_rename_head(match[3], _LDM_VAE_RESNET)}"
+    elif match := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.(.+)", rest):
+        rest = f"down.{match[1]}.downsample.{match[2]}"
+    elif match := re.fullmatch(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", rest):
+        # The decoder's levels run the other way round: diffusers' up_blocks.0 is LDM's up.{levels - 1}.
+        level = levels - 1 - int(match[1])
+        rest = f"up.{level}.block.{match[2]}.{_rename_head(match[3], _LDM_VAE_RESNET)}"
+    elif match := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)", rest):
+        rest = f"up.{levels - 1 - int(match[1])}.upsample.{match[2]}"
+    elif match := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", rest):
+        rest = f"mid.block_{int(match[1]) + 1}.{_rename_head(match[2], _LDM_VAE_RESNET)}"
+    elif match := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", rest):
+        rest = f"mid.attn_1.{_rename_head(match[1], _LDM_VAE_ATTENTION)}"
+    else:
+        rest = _rename_head(rest, _LDM_VAE_TOP)
+    return f"{side}.{rest}"
+
+
+def _add_weights(
+    checkpoint: dict[str, torch.Tensor],
+    prefix: str,
+    weights: dict[str, torch.Tensor],
+    rename: Callable[[str], str],
+) -> None:
+    """Add ``weights`` to ``checkpoint`` as ``prefix + rename(key)``, refusing two weights under one name."""
+    for key, tensor in weights.items():
+        name = prefix + rename(key)
+        if name in checkpoint:
+            raise ValueError(f"two weights map to {name!r}")
+        checkpoint[name] = tensor.contiguous()
+
+
+def build_single_file(directory: Path) -> tuple[Path, Path]:
+    """Save a tiny SD 1.x single-file checkpoint and its diffusers config folder; return both paths.
+
+    :func:`build_text2image` saves the pipeline in ``directory / "config"`` (weights included), and its UNet,
+    VAE and CLIP text encoder weights are written to ``directory / "model.safetensors"`` under their original
+    CompVis/LDM names (``model.diffusion_model.*``, ``first_stage_model.*`` and
+    ``cond_stage_model.transformer.text_model.*``), as community checkpoints are. Load it the way Easel does::
+
+        StableDiffusionPipeline.from_single_file(str(checkpoint), config=str(config_dir),
+            local_files_only=True, dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
+
+    With ``config=`` diffusers takes every component's config (and the scheduler and tokenizer) from the folder
+    and does not guess the model type from the checkpoint's keys; the UNet, VAE and text encoder weights come
+    from the checkpoint. It renders the same images as the folder itself. Returns ``(checkpoint, config_dir)``.
+    """
+    directory = Path(directory)
+    config_dir = build_text2image(directory / "config")
+    unet_config = json.loads((config_dir / "unet" / "config.json").read_text(encoding="utf-8"))
+    vae_config = json.loads((config_dir / "vae" / "config.json").read_text(encoding="utf-8"))
+    checkpoint: dict[str, torch.Tensor] = {}
+    _add_weights(
+        checkpoint,
+        _LDM_UNET_PREFIX,
+        load_file(config_dir / "unet" / "diffusion_pytorch_model.safetensors"),
+        lambda key: _ldm_unet_key(key, unet_config),
+    )
+    vae = load_file(config_dir / "vae" / "diffusion_pytorch_model.safetensors")
+    for key, tensor in vae.items():
+        # LDM's VAE attention uses 1x1 convolutions where diffusers uses linear layers.
+        if ".mid_block.attentions." in key and key.endswith(".weight") and tensor.ndim == 2:
+            vae[key] = tensor[:, :, None, None]
+    _add_weights(checkpoint, _LDM_VAE_PREFIX, vae, lambda key: _ldm_vae_key(key, vae_config))
+    _add_weights(
+        checkpoint,
+        _LDM_CLIP_PREFIX,
+        load_file(config_dir / "text_encoder" / "model.safetensors"),
+        lambda key: key.removeprefix("text_model."),
+    )
+    path = directory / "model.safetensors"
+    save_file(checkpoint, path, metadata={"format": "pt"})
+    return path, config_dir
