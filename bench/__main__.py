@@ -1,8 +1,10 @@
-"""Benchmarks: `python -m bench` prints acknowledgement latency under a burst and queue throughput.
+"""Benchmarks: `python -m bench` runs every part and prints one markdown table.
 
-Both run the real bot through its composition root against the local Discord and OpenAI test
-servers, in this one process: the numbers include the test servers' own work, so they are an
-upper bound on what the bot alone costs.
+Parts (``--only`` picks some): ``ack`` (acknowledgement latency under a burst), ``throughput``
+(queue throughput with an instant renderer), ``batching`` (local renderer images/s, batched
+against one at a time) and ``busy`` (acks and event-loop lag while the local renderer works).
+The local parts use a tiny random model built offline in a temporary directory, or, with
+``--model``, an operator's own diffusers model on ``--device``.
 """
 
 from __future__ import annotations
@@ -11,97 +13,235 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import platform
-import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from tests.fakediscord import Interaction
-from tests.harness import Harness, running
+from bench.batching import Comparison, batching
+from bench.busy import Busy, busy_renderer
+from bench.load import GUILDS, ack_latency, throughput
+from bench.report import Row, local_device, machine, rows, table
+from bot.config import DTYPES
+from bot.errors import ConfigError
 
-GUILDS = 30
-BASE_GUILD = 500_000_000_000_000_000
-BASE_USER = 700_000_000_000_000_000
-
-
-def easel(data_dir: Path, **overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
-    """Run the bot with GUILDS guilds, global commands (one sync instead of thirty) and no queue limits."""
-    overrides.setdefault("discord", {})["dev_guild_ids"] = []
-    overrides.setdefault("queue", {}).update(max_per_member=1000, max_per_guild=1000, max_total=100_000)
-    guilds = [(BASE_GUILD + g, BASE_GUILD + g + 1) for g in range(GUILDS)]
-    return running(data_dir, guilds=guilds, **overrides)
+PARTS = ("ack", "throughput", "batching", "busy")
+TINY_SIZES = (64, 256, 512)
+MODEL_SIZES = (512, 768, 1024)
 
 
-async def send(harness: Harness, i: int) -> Interaction:
-    guild = BASE_GUILD + i % GUILDS
-    return await harness.discord.slash(
-        guild_id=guild,
-        channel_id=guild + 1,
-        user_id=BASE_USER + i,
-        name="imagine",
-        options={"prompt": "a fox"},
+def numbers(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of whole numbers, e.g. ``512,768,1024``."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers like 512,768") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one number, all greater than 0")
+    return values
+
+
+def parts(text: str) -> tuple[str, ...]:
+    """Parse ``--only``: a comma-separated subset of PARTS."""
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in chosen if part not in PARTS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(PARTS)}")
+    return chosen
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; the default sizes depend on whether ``--model`` is given."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", type=parts, default=PARTS, help=f"parts to run (default {','.join(PARTS)})")
+    parser.add_argument("--burst", type=int, default=300, help="ack: /imagine sent within one second")
+    parser.add_argument("--jobs", type=int, default=200, help="throughput: jobs through the queue")
+    local = parser.add_argument_group("local renderer (batching and busy)")
+    local.add_argument("--model", help="a diffusers model directory (default: a tiny random model)")
+    local.add_argument("--device", default="auto", help="as [local] device: auto, cpu, cuda, cuda:N, mps")
+    local.add_argument("--dtype", default="auto", choices=DTYPES, help="as [local] dtype")
+    local.add_argument(
+        "--sizes",
+        type=numbers,
+        help="batching: square sizes, multiples of 8 (default 64,256,512; with --model 512,768,1024)",
+    )
+    local.add_argument("--steps", type=numbers, default=(4, 30), help="batching: step counts (default 4,30)")
+    local.add_argument("--batch-jobs", type=int, default=8, help="batching: one-image jobs rendered each way")
+    local.add_argument("--max-batch", type=int, default=4, help="batching: images per pipeline call")
+    local.add_argument("--rounds", type=int, default=2, help="batching: timed rounds; the best one counts")
+    local.add_argument("--busy-size", type=int, default=512, help="busy: [local] resolution")
+    local.add_argument("--busy-steps", type=int, default=20, help="busy: [local] steps")
+    local.add_argument("--busy-preload", type=int, default=8, help="busy: jobs queued before the burst")
+    local.add_argument("--busy-burst", type=int, default=100, help="busy: /imagine sent within one second")
+    local.add_argument(
+        "--lag-seconds", type=float, default=3.0, help="busy: least time each lag window lasts"
+    )
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = MODEL_SIZES if args.model else TINY_SIZES
+    if args.busy_preload < 1 or args.batch_jobs < 1 or args.max_batch < 1 or args.rounds < 1:
+        parser.error("--busy-preload, --batch-jobs, --max-batch and --rounds must be at least 1")
+    if args.lag_seconds < 0.5:
+        parser.error("--lag-seconds must be at least 0.5")
+    if bad := [size for size in (*args.sizes, args.busy_size) if size % 8]:
+        parser.error(f"sizes must be multiples of 8 (latents are 1/8 of the image): {bad}")
+    return args
+
+
+@contextlib.contextmanager
+def model_dir(model: str | None) -> Iterator[str]:
+    """Yield the operator's model, or a tiny random one built offline for this run."""
+    if model:
+        yield model
+        return
+    from tests.tinymodels import build_text2image
+
+    with tempfile.TemporaryDirectory(prefix="easel-bench-model-") as tmp:
+        yield str(build_text2image(Path(tmp)))
+
+
+def ack_rows(burst: int) -> list[Row]:
+    """Measure acknowledgement latency while the (fake OpenAI) renderer is saturated."""
+    ack = asyncio.run(ack_latency(burst))
+    return rows(
+        f"ack latency, {burst} /imagine from {GUILDS} guilds in 1 s, renderer saturated",
+        [
+            ("p50", f"{ack['p50']:.1f} ms"),
+            ("p99 (target ≤ 150 ms)", f"{ack['p99']:.1f} ms"),
+            ("max", f"{ack['max']:.1f} ms"),
+        ],
     )
 
 
-async def ack_latency(burst: int) -> dict[str, float]:
-    """Send ``burst`` /imagine within one second while every render takes 1 s; time the acknowledgements."""
-    with tempfile.TemporaryDirectory() as tmp:
-        async with easel(Path(tmp)) as harness:
-            harness.openai.delay = 1.0
-            start = time.monotonic()
-            sends = []
-            for i in range(burst):
-                await asyncio.sleep(max(0.0, start + i / burst - time.monotonic()))
-                sends.append(asyncio.create_task(send(harness, i)))
-            interactions = await asyncio.gather(*sends)
-            callbacks = [await inter.wait_callback(timeout=30) for inter in interactions]
-            lat = sorted(
-                (cb.received_at - inter.sent_at) * 1000
-                for cb, inter in zip(callbacks, interactions, strict=False)
+def throughput_rows(jobs: int) -> list[Row]:
+    """Measure queue throughput with an instant renderer."""
+    thr = asyncio.run(throughput(jobs))
+    return rows(
+        f"queue throughput, {jobs} jobs, instant renderer",
+        [
+            ("jobs/s end to end", f"{thr['jobs_per_s']:.1f}"),
+            ("CPU ms per job (bot + test servers)", f"{thr['cpu_ms_per_job']:.1f}"),
+        ],
+    )
+
+
+def batching_rows(comparisons: list[Comparison], model: str) -> list[Row]:
+    """Tabulate images/s each way and their ratio, per size and step count."""
+    out: list[Row] = []
+    for c in comparisons:
+        name = f"batching, {model}, {c.size}×{c.size}, {c.steps} steps, {c.jobs} one-image jobs"
+        if c.failure:
+            out += rows(name, [("failed", c.failure)])
+            continue
+        out += rows(
+            name,
+            [
+                ("images/s one at a time (`render`)", f"{c.single_per_s:.2f}"),
+                (f"images/s in batches of {c.max_batch} (`render_batch`)", f"{c.batched_per_s:.2f}"),
+                ("batched / one at a time", f"{c.ratio:.2f}×"),
+                ("largest pixel difference, batched vs one at a time", f"{c.max_pixel_difference} of 255"),
+            ],
+        )
+    return out
+
+
+def busy_rows(busy: Busy, model: str, args: argparse.Namespace) -> list[Row]:
+    """Tabulate acks and loop lag with the renderer busy, and loop lag with it idle."""
+    setting = f"{model}, {args.busy_size}×{args.busy_size}, {args.busy_steps} steps"
+
+    def lag(stats: dict[str, float], ticks: int) -> list[tuple[str, str]]:
+        return [
+            (f"event-loop lag p50 (10 ms sleep, {ticks} ticks)", f"{stats['p50']:.2f} ms"),
+            ("event-loop lag p99", f"{stats['p99']:.2f} ms"),
+            ("event-loop lag max", f"{stats['max']:.2f} ms"),
+        ]
+
+    busy_metrics = [
+        ("ack p50", f"{busy.acks['p50']:.1f} ms"),
+        ("ack p99 (target ≤ 150 ms)", f"{busy.acks['p99']:.1f} ms"),
+        ("ack max", f"{busy.acks['max']:.1f} ms"),
+        *lag(busy.busy_lag, busy.busy_ticks),
+        (
+            "renderer busy throughout (jobs done of those queued)",
+            f"{'yes' if busy.done_at_end < busy.jobs and busy.done_at_burst < busy.preload else 'NO'}: "
+            f"{busy.done_at_burst} of {busy.preload} when the burst began, "
+            f"{busy.done_at_end} of {busy.jobs} at the end",
+        ),
+    ]
+    return [
+        *rows(
+            f"event-loop lag, local renderer idle ({setting}), bot running",
+            lag(busy.idle_lag, busy.idle_ticks),
+        ),
+        *rows(
+            f"local renderer busy ({setting}, {args.busy_preload} jobs queued first), "
+            f"{args.busy_burst} /imagine from {GUILDS} guilds in 1 s",
+            busy_metrics,
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], str]:
+    """Run the chosen parts in order; return the table's rows and the device the local parts used."""
+    out: list[Row] = []
+    if "ack" in args.only:
+        print("bench: ack", file=sys.stderr)
+        out += ack_rows(args.burst)
+    if "throughput" in args.only:
+        print("bench: throughput", file=sys.stderr)
+        out += throughput_rows(args.jobs)
+    if not {"batching", "busy"} & set(args.only):
+        return out, "n/a (no local model run)"
+    label = Path(args.model).name if args.model else "tiny model"
+    with model_dir(args.model) as model:
+        if "batching" in args.only:
+            comparisons = asyncio.run(
+                batching(
+                    model,
+                    sizes=args.sizes,
+                    steps=args.steps,
+                    jobs=args.batch_jobs,
+                    max_batch=args.max_batch,
+                    rounds=args.rounds,
+                    device=args.device,
+                    dtype=args.dtype,
+                )
             )
-    return {
-        "p50_ms": statistics.median(lat),
-        "p99_ms": lat[int(len(lat) * 0.99) - 1],
-        "max_ms": lat[-1],
-    }
+            out += batching_rows(comparisons, label)
+        if "busy" in args.only:
+            print("bench: busy", file=sys.stderr)
+            busy = asyncio.run(
+                busy_renderer(
+                    model,
+                    size=args.busy_size,
+                    steps=args.busy_steps,
+                    preload=args.busy_preload,
+                    count=args.busy_burst,
+                    seconds=args.lag_seconds,
+                    device=args.device,
+                    dtype=args.dtype,
+                )
+            )
+            out += busy_rows(busy, label, args)
+    return out, local_device(args.device, args.dtype)
 
 
-async def throughput(jobs: int) -> dict[str, float]:
-    """Run ``jobs`` /imagine through an instant renderer; time them from first send to last result posted."""
-    with tempfile.TemporaryDirectory() as tmp:
-        async with easel(Path(tmp), openai={"concurrency": 4}) as harness:
-            cpu0, t0 = time.process_time(), time.monotonic()
-            interactions = [await send(harness, i) for i in range(jobs)]
-            for inter in interactions:
-                await harness.result_of(inter, timeout=120)
-            wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    return {"jobs_per_s": jobs / wall, "cpu_ms_per_job": cpu * 1000 / jobs}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--burst", type=int, default=300)
-    parser.add_argument("--jobs", type=int, default=200)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print the machine line and the table."""
+    args = parse(argv)
     logging.basicConfig(level=logging.ERROR)
-    ack = asyncio.run(ack_latency(args.burst))
-    thr = asyncio.run(throughput(args.jobs))
-    print(
-        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
-    )
-    print("| benchmark | metric | value |\n|---|---|---|")
-    print(
-        f"| ack latency, {args.burst} /imagine from {GUILDS} guilds in 1 s, renderer saturated | p50 | {ack['p50_ms']:.1f} ms |"
-    )
-    print(f"| | p99 (target ≤ 150 ms) | {ack['p99_ms']:.1f} ms |")
-    print(f"| | max | {ack['max_ms']:.1f} ms |")
-    print(
-        f"| queue throughput, {args.jobs} jobs, instant renderer | jobs/s end to end | {thr['jobs_per_s']:.1f} |"
-    )
-    print(f"| | CPU ms per job (bot + test servers) | {thr['cpu_ms_per_job']:.1f} |")
+    started = time.monotonic()
+    try:
+        out, device = run(args)
+    except ConfigError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    out += rows("this run", [("wall time, all parts", f"{time.monotonic() - started:.0f} s")])
+    print(machine(device))
+    print(table(out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
