@@ -570,3 +570,17 @@ def _is_snapshot(model: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What accepting one job asks of its member's quota and its guild's budget; the store checks it atomically."""
+
+    limits: Limits
+    cost: int
+    images: int
+    usd: float
+    now: datetime
+    windows: Windows
+    cooldown_s: int = 0
+    budget: Budget = field(default_factory=Budget)

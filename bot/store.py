@@ -16,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot import quotas
 from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.fairness import fair_order
 from bot.jobs import (
@@ -28,6 +29,8 @@ from bot.jobs import (
     NewJob,
     utcnow,
 )
+from bot.quotas import Admission, Windows
+from bot.quotas import Usage as QuotaUsage
 from bot.renderers.base import Usage
 
 log = logging.getLogger(__name__)
@@ -103,8 +106,13 @@ class Store:
         max_per_guild: int,
         max_total: int,
         source_path: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
-        """Write a queued job, unless a queue limit refuses it (then nothing is written)."""
+        """Write a queued job and reserve its charge, unless a limit refuses it (then nothing is written).
+
+        Queue limits, the member's quota and cooldown, and the guild's budget are checked in the
+        transaction that writes the job, so requests sent at once cannot slip past a limit together.
+        """
         async with self._tx() as db:
             member, guild, total = await _fetch_counts(db, new.guild_id, new.user_id)
             if member >= max_per_member:
@@ -119,7 +127,24 @@ class Store:
                 )
             if total >= max_total:
                 raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
+            if admission is not None:
+                await _admit(db, new, admission)
             job_id = await _insert_job(db, new, JobStatus.QUEUED, source_path=source_path, images=())
+            if admission is not None:
+                await db.execute(
+                    "INSERT INTO charges (job_id, guild_id, user_id, backend, cost, images, usd, state, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', ?)",
+                    (
+                        job_id,
+                        new.guild_id,
+                        new.user_id,
+                        new.backend,
+                        admission.cost,
+                        admission.images,
+                        admission.usd,
+                        admission.now.isoformat(),
+                    ),
+                )
             log.info(
                 "job %d -> queued (%s on %s, guild %d)", job_id, new.kind.value, new.backend, new.guild_id
             )
@@ -138,6 +163,72 @@ class Store:
                 new.guild_id,
             )
             return await _get(db, job_id)
+
+    # -- guild settings and usage ---------------------------------------------------------------
+
+    async def guild_settings(self, guild_id: int) -> dict[str, Any]:
+        """Return the settings a guild changed from their defaults, key to value."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT key, value FROM guild_settings WHERE guild_id = ?", (guild_id,)
+            )
+            return {str(r[0]): json.loads(r[1]) for r in await cur.fetchall()}
+
+    async def set_guild_setting(self, guild_id: int, key: str, value: Any, by: int) -> Any:
+        """Store one setting (None deletes it, back to the default); return its previous stored value."""
+        async with self._tx() as db:
+            row = await (
+                await db.execute(
+                    "SELECT value FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key)
+                )
+            ).fetchone()
+            if value is None:
+                await db.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key))
+            else:
+                await db.execute(
+                    """
+                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (guild_id, key) DO UPDATE SET
+                        value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+                    """,
+                    (guild_id, key, json.dumps(value), utcnow().isoformat(), by),
+                )
+            return json.loads(row[0]) if row else None
+
+    async def member_usage(self, guild_id: int, user_id: int, windows: Windows) -> QuotaUsage:
+        """Return the quota a member used (reserved or settled) in the current day and week."""
+        async with self._lock:
+            return await _usage(self._conn, guild_id, user_id, windows)
+
+    async def charges_since(
+        self, guild_id: int, since: datetime
+    ) -> list[tuple[datetime, int, str, int, float]]:
+        """Return (created at, member, backend, images, usd) of a guild's unreleased charges since ``since``."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT created_at, user_id, backend, images, usd FROM charges "
+                "WHERE guild_id = ? AND state != 'released' AND created_at >= ? ORDER BY created_at",
+                (guild_id, since.isoformat()),
+            )
+            return [
+                (datetime.fromisoformat(r[0]), int(r[1]), str(r[2]), int(r[3]), float(r[4]))
+                for r in await cur.fetchall()
+            ]
+
+    async def first_ban_notice(self, guild_id: int, user_id: int) -> bool:
+        """Record that a banned member was told; True the first time only."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO ban_notices (guild_id, user_id) VALUES (?, ?)", (guild_id, user_id)
+            )
+            return cur.rowcount == 1
+
+    async def forget_ban_notice(self, guild_id: int, user_id: int) -> None:
+        """Forget that a member was told they are banned (they were unbanned)."""
+        async with self._tx() as db:
+            await db.execute(
+                "DELETE FROM ban_notices WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
 
     # -- jobs: scheduling ------------------------------------------------------------------------
 
@@ -372,6 +463,62 @@ async def _insert_job(
     return cur.lastrowid
 
 
+async def _admit(db: aiosqlite.Connection, new: NewJob, admission: Admission) -> None:
+    """Raise LimitReached when the member's quota or cooldown, or the guild's budget, refuses the job."""
+    usage = await _usage(db, new.guild_id, new.user_id, admission.windows)
+    row = await (
+        await db.execute(
+            "SELECT MAX(created_at) FROM jobs WHERE guild_id = ? AND user_id = ? AND kind != 'pick'",
+            (new.guild_id, new.user_id),
+        )
+    ).fetchone()
+    last = datetime.fromisoformat(row[0]) if row and row[0] else None
+    refusal = quotas.check(
+        admission.limits,
+        usage,
+        admission.cost,
+        now=admission.now,
+        windows=admission.windows,
+        last_request_at=last,
+        cooldown_s=admission.cooldown_s,
+    )
+    if refusal is None:
+        month = admission.windows.month
+        row = await (
+            await db.execute(
+                "SELECT COALESCE(SUM(images), 0), COALESCE(SUM(usd), 0) FROM charges "
+                "WHERE guild_id = ? AND state != 'released' AND created_at >= ? AND created_at < ?",
+                (new.guild_id, month.start.isoformat(), month.end.isoformat()),
+            )
+        ).fetchone()
+        images, spend = (int(row[0]), float(row[1])) if row else (0, 0.0)
+        refusal = quotas.check_budget(
+            admission.budget,
+            images,
+            spend,
+            admission.images,
+            admission.usd,
+            windows=admission.windows,
+            backend=new.backend,
+        )
+    if refusal is not None:
+        raise refusal.error()
+
+
+async def _usage(db: aiosqlite.Connection, guild_id: int, user_id: int, windows: Windows) -> QuotaUsage:
+    totals = []
+    for window in (windows.day, windows.week):
+        row = await (
+            await db.execute(
+                "SELECT COALESCE(SUM(cost), 0) FROM charges WHERE guild_id = ? AND user_id = ? "
+                "AND state != 'released' AND created_at >= ? AND created_at < ?",
+                (guild_id, user_id, window.start.isoformat(), window.end.isoformat()),
+            )
+        ).fetchone()
+        totals.append(int(row[0]) if row else 0)
+    return QuotaUsage(day=totals[0], week=totals[1])
+
+
 async def _turns(db: aiosqlite.Connection, backend: str) -> dict[tuple[int, int], int]:
     cur = await db.execute("SELECT guild_id, user_id, last_turn FROM turns WHERE backend = ?", (backend,))
     return {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
@@ -389,6 +536,11 @@ async def _transition(
     if cur.rowcount != 1:
         current = await _get(db, job_id)
         raise NotAllowed(f"Job #{job_id} is {current.status.value} and cannot become {to.value}.")
+    # Charged on success only: a posted result settles the reservation, an ending releases it.
+    if to is JobStatus.POSTED:
+        await db.execute("UPDATE charges SET state = 'settled' WHERE job_id = ?", (job_id,))
+    elif to in (JobStatus.FAILED, JobStatus.CANCELLED):
+        await db.execute("UPDATE charges SET state = 'released' WHERE job_id = ?", (job_id,))
     log.info("job %d -> %s", job_id, to.value)
 
 
