@@ -22,6 +22,7 @@ from bot.delivery import Delivery
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
+from bot.moderation import Moderation
 from bot.queue import SqliteJobQueue
 from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
@@ -93,8 +94,8 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
                 stack.push_async_callback(local.close)
                 renderers[local.name] = local
                 concurrency[local.name] = 1  # one thread owns the pipeline; batches give the throughput
-        if settings.openai.enabled:
-            openai = open_openai(settings)
+        openai = open_openai(settings) if settings.openai.enabled else None
+        if openai is not None:
             stack.push_async_callback(openai.close)
             renderers[openai.name] = openai
             concurrency[openai.name] = settings.openai.concurrency
@@ -104,8 +105,20 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
         concurrency[upscaler.name] = 1
         queue = SqliteJobQueue(store, files, settings.queue)
 
+        generating = [
+            name for name, r in renderers.items() if Operation.GENERATE in r.capabilities.operations
+        ]
+
         def services(bot: EaselBot) -> Services:
             delivery = Delivery(bot, store, files, output_format=settings.images.output_format)
+            moderation = Moderation(
+                store,
+                backends=generating,
+                prices=settings.prices,
+                priced_models={"openai": settings.openai.model} if settings.openai.enabled else {},
+                moderate=openai.moderate if openai is not None else None,
+                audit=delivery.audit,
+            )
             worker = Worker(
                 queue,
                 store,
@@ -122,9 +135,16 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
                 renderers,
                 upscaler=upscaler.name,
                 images=settings.images,
+                moderation=moderation,
                 offline=offline,
             )
-            return Services(settings=settings, generation=generation, delivery=delivery, worker=worker)
+            return Services(
+                settings=settings,
+                generation=generation,
+                delivery=delivery,
+                worker=worker,
+                moderation=moderation,
+            )
 
         bot = EaselBot(services)
         stack.push_async_callback(bot.close)

@@ -16,8 +16,9 @@ from bot.buttons import JobButton
 from bot.config import Settings
 from bot.delivery import NO_MENTIONS, Delivery
 from bot.errors import EaselError
-from bot.generation import Generation, Requester
-from bot.jobs import Interaction
+from bot.generation import Generation
+from bot.jobs import Interaction, Requester
+from bot.moderation import Moderation
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Services:
     generation: Generation
     delivery: Delivery
     worker: Worker
+    moderation: Moderation
 
 
 async def reply(interaction: discord.Interaction[Any], text: str) -> None:
@@ -85,6 +87,8 @@ def requester(interaction: discord.Interaction[Any], message_id: int | None = No
             message_id=message_id,
         ),
         manage_messages=interaction.permissions.manage_messages,
+        manage_guild=interaction.permissions.manage_guild,
+        role_ids=tuple(role.id for role in getattr(interaction.user, "roles", ())),
     )
 
 

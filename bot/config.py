@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.errors import ConfigError
+from bot.quotas import PriceTable
 
 T = TypeVar("T")
 
@@ -150,6 +151,27 @@ class ImageSettings:
         return int(self.max_upload_mb * 1024 * 1024)
 
 
+# Estimated USD per image (OpenAI's published prices, 2026): (model, "WxH", quality) -> USD.
+# Budgets use them; [prices] in the config file replaces the whole table.
+DEFAULT_PRICES: dict[tuple[str, str, str], float] = {
+    (model, size, quality): usd
+    for model, sizes in {
+        "gpt-image-1-mini": {
+            "1024x1024": {"low": 0.005, "medium": 0.011, "high": 0.036},
+            "1024x1536": {"low": 0.006, "medium": 0.015, "high": 0.052},
+            "1536x1024": {"low": 0.006, "medium": 0.015, "high": 0.052},
+        },
+        "gpt-image-1.5": {
+            "1024x1024": {"low": 0.009, "medium": 0.034, "high": 0.133},
+            "1024x1536": {"low": 0.013, "medium": 0.05, "high": 0.2},
+            "1536x1024": {"low": 0.013, "medium": 0.05, "high": 0.2},
+        },
+    }.items()
+    for size, qualities in sizes.items()
+    for quality, usd in qualities.items()
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Easel reads from its config file."""
@@ -160,6 +182,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    prices: PriceTable = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
     log_level: str = "INFO"
 
 
@@ -240,7 +263,9 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
 
 def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
     """Build Settings from parsed TOML; every error names the key and the fix."""
-    top = _Section("config", raw, {"discord", "openai", "local", "storage", "queue", "images", "logging"})
+    top = _Section(
+        "config", raw, {"discord", "openai", "local", "storage", "queue", "images", "prices", "logging"}
+    )
     for name in top.data:
         if not isinstance(top.data[name], dict):
             raise ConfigError(f"[{name}] must be a table (a [{name}] section), not a plain value")
@@ -330,6 +355,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         ),
     )
 
+    prices = _prices(raw["prices"]) if "prices" in raw else PriceTable(DEFAULT_PRICES)
+
     lg = _Section("logging", raw.get("logging", {}), {"level"})
     level = lg.get("level", str, "INFO", lambda v: None if v.upper() in LOG_LEVELS else f"use {LOG_LEVELS}")
     return Settings(
@@ -339,8 +366,29 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         storage=storage,
         queue=queue,
         images=images,
+        prices=prices,
         log_level=level.upper(),
     )
+
+
+def _prices(raw: Mapping[str, Any]) -> PriceTable:
+    """Read [prices."model"."WxH"] tables of quality = USD per image."""
+    table: dict[tuple[str, str, str], float] = {}
+    example = 'e.g. [prices."gpt-image-1-mini"."1024x1024"] with low = 0.005'
+    for model, sizes in raw.items():
+        if not isinstance(sizes, dict):
+            raise ConfigError(f"prices.{model} must be a table of sizes ({example})")
+        for size, qualities in sizes.items():
+            if not isinstance(qualities, dict):
+                raise ConfigError(f"prices.{model}.{size} must be a table of qualities ({example})")
+            for quality, usd in qualities.items():
+                if isinstance(usd, bool) or not isinstance(usd, (int, float)) or usd < 0:
+                    raise ConfigError(f"prices.{model}.{size}.{quality} must be a price in USD, not {usd!r}")
+                table[(model, size, quality)] = float(usd)
+    try:
+        return PriceTable(table)
+    except ValueError as exc:
+        raise ConfigError(f"[prices]: {exc}") from None
 
 
 LOCAL_KEYS = tuple(f.name for f in fields(LocalSettings))

@@ -183,6 +183,11 @@ class Delivery:
             files.append(discord.File(io.BytesIO(progress.preview), filename=f"preview-{job.id}.webp"))
         await self._edit_status(job, content=text, embed=None, attachments=files, view=cancel_view(job.id))
 
+    async def audit(self, guild_id: int, channel_id: int, text: str) -> None:
+        """Post one line to a guild's audit channel, pinging nobody."""
+        channel = self._client.get_partial_messageable(channel_id, guild_id=guild_id)
+        await channel.send(text, allowed_mentions=NO_MENTIONS)
+
     def age_restricted(self, job: Job) -> bool:
         """Whether the job's channel (or a thread's parent) is marked age-restricted on Discord."""
         channel = self._client.get_channel(job.channel_id)

@@ -10,7 +10,9 @@ from dataclasses import dataclass, replace
 from bot.config import ImageSettings
 from bot.errors import InvalidInput, NotAllowed, NotFound
 from bot.files import ImageFiles
-from bot.jobs import Interaction, Job, JobKind, JobParams, JobStatus, NewJob
+from bot.guild_settings import GuildSettings
+from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester
+from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.renderers.base import Capabilities, Operation, Renderer
 from bot.store import Store
@@ -18,19 +20,8 @@ from bot.store import Store
 PROMPT_MAX = 1000
 NEGATIVE_MAX = 500
 SEED_MAX = 2**32 - 1
+MARKDOWN = frozenset("\\*_~`|>#[]()-")
 ASPECTS = {"square": 1.0, "portrait": 2 / 3, "landscape": 3 / 2}
-
-
-@dataclass(frozen=True)
-class Requester:
-    """Who asks, where, and through which interaction; filled by the cog from Discord's payload."""
-
-    guild_id: int
-    channel_id: int
-    user_id: int
-    upload_limit: int
-    interaction: Interaction | None = None
-    manage_messages: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,8 +62,10 @@ class Generation:
         *,
         upscaler: str,
         images: ImageSettings,
+        moderation: Moderation,
         offline: Mapping[str, str] | None = None,
     ) -> None:
+        self._moderation = moderation
         self._store = store
         self._offline = dict(offline or {})
         self._queue = queue
@@ -101,11 +94,12 @@ class Generation:
         backend: str | None = None,
     ) -> Job:
         """Queue a text-to-image job."""
-        name, caps = self._backend(backend, Operation.GENERATE)
+        settings = await self._moderation.screen(who)
+        name, caps = self._backend(backend, Operation.GENERATE, settings)
         params = JobParams(
             prompt=_clean(prompt, "prompt", PROMPT_MAX, required=True),
             negative=_clean(negative, "negative", NEGATIVE_MAX),
-            count=self._count(count, caps),
+            count=self._count(count or settings.default_count or None, caps),
             seed=_seed(seed, caps),
             quality=_quality(quality, caps),
             width=0,
@@ -128,11 +122,12 @@ class Generation:
         backend: str | None = None,
     ) -> Job:
         """Queue variations of an uploaded (already validated) image."""
-        name, caps = self._backend(backend, Operation.VARY)
+        settings = await self._moderation.screen(who)
+        name, caps = self._backend(backend, Operation.VARY, settings)
         params = JobParams(
             prompt="",
             extra_prompt=_clean(prompt, "prompt", PROMPT_MAX),
-            count=self._count(count, caps),
+            count=self._count(count or settings.default_count or None, caps),
             seed=_seed(None, caps),
             strength=_strength(strength, self._images.variation_strength),
             width=0,
@@ -159,8 +154,9 @@ class Generation:
     async def vary(self, who: Requester, job_id: int, index: int) -> Job:
         """Queue variations of image ``index`` (1-based) of a result."""
         parent = await self._result(who, job_id, index)
+        settings = await self._moderation.screen(who)
         name, caps = self._backend(
-            parent.backend if parent.backend in self.backends else None, Operation.VARY
+            parent.backend if parent.backend in self.backends else None, Operation.VARY, settings
         )
         # The source may be an upscale or come from another backend: take its shape, not its size.
         width, height = pick_size(caps, _nearest_aspect(parent.params.width, parent.params.height))
@@ -195,6 +191,7 @@ class Generation:
     async def pick(self, who: Requester, job_id: int, index: int) -> Job:
         """Make image ``index`` of a grid its own result (no rendering needed)."""
         parent = await self._result(who, job_id, index)
+        await self._moderation.screen(who)
         new = self._new(who, JobKind.PICK, parent.backend, replace(parent.params, count=1), parent, index)
         return await self._store.add_rendered(new, (parent.images[index - 1],), parent.made_by)
 
@@ -253,10 +250,18 @@ class Generation:
         source: bytes | None = None,
         source_path: str | None = None,
     ) -> Job:
+        admission = await self._moderation.admit(who, kind, backend, params)
         if source is None and source_path is not None:
             source = await self._files.read(source_path)
         new = replace(self._new(who, kind, backend, params, parent, index), source_image=source)
-        return await self._queue.submit(new)
+        job = await self._queue.submit(new, admission)
+        price = f" · ~${admission.usd:.3f}" if admission.usd else ""
+        await self._moderation.audit(
+            who.guild_id,
+            f"🎨 <@{who.user_id}> · job #{job.id} · {kind.value} on `{backend}` · cost {admission.cost}{price}"
+            f" · {plain(params.prompt or params.extra_prompt or 'an uploaded image')}",
+        )
+        return job
 
     def _new(
         self,
@@ -286,12 +291,13 @@ class Generation:
             raise NotFound(f"Job #{job_id} has no image {index}.")
         return job
 
-    def _backend(self, name: str | None, operation: Operation) -> tuple[str, Capabilities]:
+    def _backend(
+        self, name: str | None, operation: Operation, settings: GuildSettings
+    ) -> tuple[str, Capabilities]:
         able = [n for n, r in self._renderers.items() if operation in r.capabilities.operations]
         if not able:
             raise InvalidInput("No configured backend can do that yet.")
-        if name is None:
-            name = able[0]
+        name = self._moderation.backend_for(settings, name, able)
         if name not in able:
             raise InvalidInput(f"Backend {name!r} is not available here; choose one of {', '.join(able)}.")
         return name, self._renderers[name].capabilities
@@ -307,6 +313,12 @@ class Generation:
         if not 1 <= count <= min(4, caps.max_count):
             raise InvalidInput(f"count must be between 1 and {min(4, caps.max_count)}.")
         return count
+
+
+def plain(text: str, limit: int = 200) -> str:
+    """Member text for a log-like line: markdown and mentions shown literally, cut to ``limit``."""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return "".join("\\" + c if c in MARKDOWN else c for c in text).replace("@", "@\u200b")
 
 
 def _clean(text: str, field: str, limit: int, *, required: bool = False) -> str:

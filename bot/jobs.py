@@ -145,3 +145,17 @@ class Job:
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, where, and through which interaction; filled by the cog from Discord's payload."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    upload_limit: int
+    interaction: Interaction | None = None
+    manage_messages: bool = False
+    manage_guild: bool = False
+    role_ids: tuple[int, ...] = ()

@@ -11,14 +11,15 @@ from bot.config import QueueSettings
 from bot.fairness import fair_order
 from bot.files import ImageFiles
 from bot.jobs import Job, NewJob
+from bot.quotas import Admission
 from bot.store import Store
 
 
 class JobQueue(Protocol):
     """Accepts jobs durably and hands them out in fair order; jobs are plain data."""
 
-    async def submit(self, new: NewJob) -> Job:
-        """Store a job as queued (or raise LimitReached); the job is durable when this returns."""
+    async def submit(self, new: NewJob, admission: Admission | None = None) -> Job:
+        """Store a job as queued, charged to its member (or raise LimitReached); durable on return."""
         ...
 
     async def claim(self, backend: str) -> Job | None:
@@ -51,8 +52,8 @@ class SqliteJobQueue:
         self._limits = limits
         self._events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    async def submit(self, new: NewJob) -> Job:
-        """Store a job as queued (or raise LimitReached); the job is durable when this returns."""
+    async def submit(self, new: NewJob, admission: Admission | None = None) -> Job:
+        """Store a job as queued, charged to its member (or raise LimitReached); durable on return."""
         source = await self._files.save_source(new.source_image) if new.source_image else None
         try:
             job = await self._store.enqueue(
@@ -61,6 +62,7 @@ class SqliteJobQueue:
                 max_per_guild=self._limits.max_per_guild,
                 max_total=self._limits.max_total,
                 source_path=source,
+                admission=admission,
             )
         except BaseException:
             if source:

@@ -58,6 +58,7 @@ FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
 COMPRESSIBLE_FORMATS = frozenset({"jpeg", "webp"})
 MAX_COUNT = 4
 MAX_PROMPT_CHARS = 32000
+MODERATION_MODEL = "omni-moderation-latest"
 
 RETIRED_ADVICE = "use gpt-image-1-mini (cheap) or gpt-image-1.5"
 
@@ -405,6 +406,18 @@ class OpenAIRenderer:
 
         response = await self._retry.run(attempt)
         return self._result(response, request.job_id)
+
+    async def moderate(self, text: str) -> bool:
+        """Return True when OpenAI's moderation model flags ``text``; a check that cannot run raises RenderFailed."""
+
+        async def attempt() -> bool:
+            try:
+                response = await self._client.moderations.create(model=MODERATION_MODEL, input=text)
+            except openai.OpenAIError as err:
+                raise self._map_error(err, 0) from None
+            return any(result.flagged for result in response.results)
+
+        return await self._retry.run(attempt)
 
     async def _call(self, request: RenderRequest, quality: str) -> ImagesResponse:
         """Make the one API call for ``request`` (no retries here)."""
