@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from bot.__main__ import check_openai, main
-from bot.config import Secret, load_settings, parse_settings
+from bot.config import LocalSettings, Secret, load_settings, parse_settings
 from bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +54,6 @@ def test_environment_overrides_the_secrets(tmp_path: Path) -> None:
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(toml: str, message: str) -> None:
-    import tomllib
-
     with pytest.raises(ConfigError, match=message):
         parse_settings(tomllib.loads(toml), {"DISCORD_TOKEN": "t"}, base_dir=Path("."))
 
@@ -101,3 +100,78 @@ def test_a_missing_config_file_says_to_copy_the_example(
 ) -> None:
     assert main(["--config", str(tmp_path / "nope.toml")]) == 2
     assert "copy config.example.toml" in capsys.readouterr().err
+
+
+# -- [local] ---------------------------------------------------------------------------------------
+
+
+def parse_local(toml: str, base_dir: Path = Path(".")) -> LocalSettings:
+    return parse_settings(tomllib.loads(toml), {"DISCORD_TOKEN": "t"}, base_dir=base_dir).local
+
+
+def test_the_local_backend_is_off_without_a_model() -> None:
+    local = parse_local("[local]\n")
+    assert local == LocalSettings()
+    assert not local.enabled
+    assert local.allow_download is False
+    assert local.device == "auto"
+    assert local.batch_limit(512, 512) == 4
+
+
+def test_a_relative_model_folder_starts_at_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "models" / "sd-turbo").mkdir(parents=True)
+    path = write(tmp_path, '[discord]\ntoken = "t"\n[local]\nmodel = "models/sd-turbo"\n')
+    local = load_settings(path, env={}).local
+    assert local.enabled
+    assert local.model == str(tmp_path / "models" / "sd-turbo")
+
+
+def test_a_model_id_that_is_no_path_is_kept_for_the_hub_cache(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "t"\n[local]\nmodel = "stabilityai/sdxl-turbo"\n')
+    assert load_settings(path, env={}).local.model == "stabilityai/sdxl-turbo"
+
+
+def test_batch_limits_per_size() -> None:
+    local = parse_local('[local]\nmax_batch = 3\nmax_batch_by_size = { "1024x1024" = 1, "832x1280" = 2 }\n')
+    assert local.max_batch_by_size == (((1024, 1024), 1), ((832, 1280), 2))
+    assert local.batch_limit(1024, 1024) == 1
+    assert local.batch_limit(832, 1280) == 2
+    assert local.batch_limit(1280, 832) == 3
+
+
+def test_a_single_file_checkpoint_loads_with_its_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "sd15-config").mkdir()
+    path = write(
+        tmp_path,
+        '[discord]\ntoken = "t"\n[local]\nmodel = "dreamshaper_8.safetensors"\nmodel_config = "sd15-config"\n',
+    )
+    assert load_settings(path, env={}).local.model_config == str(tmp_path / "sd15-config")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_every_documented_device_is_accepted(device: str) -> None:
+    assert parse_local(f'[local]\ndevice = "{device}"\n').device == device
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            'max_batch_by_size = { "big" = 1 }',
+            r"local\.max_batch_by_size: 'big' = 1 must be \"WIDTHxHEIGHT\"",
+        ),
+        ('max_batch_by_size = { "1024" = 1 }', r"local\.max_batch_by_size: '1024' = 1"),
+        ('max_batch_by_size = { "1024x1024" = 0 }', r"local\.max_batch_by_size: .* at least 1"),
+        ('device = "gpu"', r"local\.device = 'gpu': use auto, cpu, cuda or cuda:N .*mps"),
+        ('device = "cuda:first"', r"local\.device = 'cuda:first': use auto, cpu, cuda"),
+        ('model = "dreamshaper_8.safetensors"', r"single-file checkpoint: set local\.model_config"),
+        ('upscaler = "no-such-upscaler"', r"local\.upscaler = '.*no-such-upscaler': no such directory"),
+        ('safety_checker = "nope"', r"local\.safety_checker = '.*nope': no such directory"),
+        ('modle = "models/sd"', r"\[local\] has unknown key\(s\) modle; known keys are .*model"),
+        ("progress_interval_s = 0.2", r"local\.progress_interval_s = 0\.2: must be at least 1"),
+        ("steps = 500", r"local\.steps = 500: must be 0 \(auto\) to 200"),
+    ],
+)
+def test_bad_local_values_name_the_key_and_the_fix(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_local(f"[local]\n{toml}\n", base_dir=tmp_path)

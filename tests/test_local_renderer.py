@@ -7,7 +7,9 @@ out-of-memory fallback run through the real diffusers pipelines on the renderer'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -93,6 +95,26 @@ def source_png(width: int = 64, height: int = 64) -> bytes:
     return out.getvalue()
 
 
+@contextlib.asynccontextmanager
+async def loop_lag() -> AsyncIterator[list[float]]:
+    """Measure the event loop's stalls while the block runs: how late each wake-up of a 10 ms timer is."""
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        while not done.is_set():
+            expected = time.monotonic() + 0.01
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - expected)
+
+    ticking = asyncio.create_task(tick())
+    try:
+        yield lags
+    finally:
+        done.set()
+        await ticking
+
+
 def rendered(outcome: RenderResult | RenderFailed) -> RenderResult:
     assert isinstance(outcome, RenderResult), f"expected images, got {outcome!r}"
     return outcome
@@ -119,9 +141,7 @@ class PipelineSpy:
         return getattr(self._pipe, name)
 
 
-def spy_on_text2image(
-    renderer: LocalRenderer, monkeypatch: pytest.MonkeyPatch, **kwargs: Any
-) -> PipelineSpy:
+def spy_on_text2image(renderer: LocalRenderer, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> PipelineSpy:
     spy = PipelineSpy(renderer._engine.text2image, **kwargs)
     monkeypatch.setattr(renderer._engine, "text2image", spy)
     return spy
@@ -210,9 +230,7 @@ async def test_upscale_without_an_upscaler_is_a_hires_fix_at_twice_the_size(
     assert "hires fix" in result.made_by
 
 
-@pytest.mark.parametrize(
-    ("which", "named"), [("latent", "SD latent upscaler ×2"), ("x4", "SD ×4 upscaler")]
-)
+@pytest.mark.parametrize(("which", "named"), [("latent", "SD latent upscaler ×2"), ("x4", "SD ×4 upscaler")])
 async def test_upscale_with_an_upscaler_model_doubles_the_size_and_names_it(
     open_renderer: OpenRenderer, upscalers: dict[str, Path], which: str, named: str
 ) -> None:
@@ -231,7 +249,6 @@ def test_img2img_always_runs_at_least_one_step(steps: int, strength: float) -> N
     # diffusers runs int(asked × strength) denoising steps and fails at zero.
     assert int(asked * strength) >= 1
     assert asked >= steps
-    assert image2image_steps(steps, strength) == asked
 
 
 async def test_a_one_step_model_varies_and_upscales_at_low_strength(open_renderer: OpenRenderer) -> None:
@@ -251,7 +268,7 @@ async def test_a_one_step_model_varies_and_upscales_at_low_strength(open_rendere
 async def test_progress_reports_steps_with_previews_at_most_once_per_interval(
     open_renderer: OpenRenderer,
 ) -> None:
-    interval = 0.2
+    interval = 0.25
     steps = 200
     renderer = await open_renderer(steps=steps, progress_interval_s=interval)
     reports: list[tuple[float, Progress]] = []
@@ -259,13 +276,19 @@ async def test_progress_reports_steps_with_previews_at_most_once_per_interval(
     async def progress(update: Progress) -> None:
         reports.append((time.monotonic(), update))
 
-    result = await renderer.render(request(1, width=256, height=256), progress)
+    started = time.monotonic()
+    async with loop_lag() as lags:
+        result = await renderer.render(request(1, width=256, height=256), progress)
+    elapsed = time.monotonic() - started
 
     assert decode(result.images[0]).size == (256, 256)
     assert len(reports) >= 3
+    # Reports are paced on the render thread: at most one per interval over the whole render...
+    assert len(reports) * interval <= elapsed
+    # ...and one that reaches the loop late, because the loop stalled (a garbage collection, other
+    # processes on both cores), may be followed sooner by the next, by no more than that stall.
     times = [at for at, _ in reports]
-    # Scheduling on a busy 2-core machine may deliver a report a little late, never much early.
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= interval - 0.08
+    assert min(b - a for a, b in itertools.pairwise(times)) >= interval - max(lags) - 0.05
     reported = [update.step for _, update in reports]
     assert reported == sorted(set(reported))
     assert all(0 < step < steps for step in reported)
@@ -285,37 +308,28 @@ async def test_a_failing_progress_callback_does_not_fail_the_render(open_rendere
         raise RuntimeError("Discord said no")
 
     result = await renderer.render(request(1, width=256, height=256), broken)
-    assert calls >= 1
+    assert calls >= 2, "progress stopped after the first failure"
     assert decode(result.images[0]).size == (256, 256)
 
 
 async def test_the_event_loop_stays_responsive_during_a_long_render(open_renderer: OpenRenderer) -> None:
     renderer = await open_renderer(steps=60, progress_interval_s=0.2)
-    lags: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        while not done.is_set():
-            expected = time.monotonic() + 0.01
-            await asyncio.sleep(0.01)
-            lags.append(time.monotonic() - expected)
 
     async def progress(update: Progress) -> None:
         pass
 
-    ticking = asyncio.create_task(ticker())
     started = time.monotonic()
-    try:
+    async with loop_lag() as lags:
         result = await renderer.render(request(1, width=512, height=512), progress)
-    finally:
-        done.set()
-        await ticking
     elapsed = time.monotonic() - started
 
     assert decode(result.images[0]).size == (512, 512)
+    # Rendering on the loop would stall it for the whole render. The bound is loose on purpose: with no
+    # renderer at fault, a gen-2 garbage collection in this process (torch, diffusers and the test suite
+    # loaded) stalls the loop for up to ~0.25 s on a 2-core machine. Tight numbers belong to bench/.
     assert elapsed > 1.0, "the render was too short to show anything"
     assert len(lags) > 30
-    assert max(lags) < 0.25
+    assert max(lags) < 0.5
 
 
 async def test_cancelling_the_only_job_stops_the_render_early(open_renderer: OpenRenderer) -> None:
@@ -355,7 +369,8 @@ async def test_cancelling_one_job_of_a_batch_lets_the_other_finish(open_renderer
 
     outcomes = await renderer.render_batch(pair, {1: cancel_first, 2: watch})
 
-    assert cancelled and cancelled[0] < 100
+    assert cancelled, "the render ended before its first progress report"
+    assert cancelled[0] < 100
     # Had the call stopped, both images would be half-denoised and differ from the full render.
     for outcome, expected in zip(outcomes, reference, strict=True):
         assert_same_images(rendered(outcome).images, rendered(expected).images)
@@ -427,9 +442,24 @@ async def test_the_safety_checker_flags_results(
     assert result.flagged is (checker == "flags everything")
 
 
-async def test_health_names_the_model_and_the_device(renderer: LocalRenderer, tiny_model: Path) -> None:
+async def test_health_names_the_model_and_the_device_and_counts_renders(
+    open_renderer: OpenRenderer, tiny_model: Path
+) -> None:
+    renderer = await open_renderer(steps=100, progress_interval_s=0.1)
     health = dict(renderer.health())
     assert str(tiny_model) in health["Model"]
     assert "cpu" in health["Device"]
     assert "n/a" in health["GPU memory"]
     assert "hires fix" in health["Upscale"]
+    # The warm-up at load is no member's render.
+    assert health["Renders"] == "0 calls, 0 images; idle"
+    during: list[str] = []
+
+    async def progress(update: Progress) -> None:
+        during.append(dict(renderer.health())["Renders"])
+
+    await renderer.render(request(1, count=2, width=256, height=256), progress)
+
+    assert during
+    assert all("rendering for" in line for line in during)
+    assert dict(renderer.health())["Renders"] == "1 calls, 2 images; idle"
