@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import check_openai, main
-from bot.config import LocalSettings, Secret, load_settings, parse_settings
+from bot.config import DEFAULT_PRICES, LocalSettings, Secret, load_settings, parse_settings
 from bot.errors import ConfigError
+from bot.quotas import PriceTable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,3 +176,19 @@ def test_every_documented_device_is_accepted(device: str) -> None:
 def test_bad_local_values_name_the_key_and_the_fix(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_local(f"[local]\n{toml}\n", base_dir=tmp_path)
+
+
+def test_the_example_price_table_is_the_built_in_one() -> None:
+    settings = load_settings(ROOT / "config.example.toml", env={"DISCORD_TOKEN": "t"})
+    assert settings.prices == PriceTable(DEFAULT_PRICES)
+    assert settings.prices.price("gpt-image-1-mini", 1024, 1024, "high") == 0.036
+
+
+def test_a_price_table_replaces_the_default_and_bad_prices_name_the_key(tmp_path: Path) -> None:
+    body = '[discord]\ntoken = "t"\n[prices."my-model"."512x512"]\nmedium = 0.002\n'
+    settings = load_settings(write(tmp_path, body), env={})
+    assert settings.prices.price("my-model", 512, 512, "auto") == 0.002
+    assert settings.prices.price("gpt-image-1-mini", 1024, 1024, "low") is None
+    bad = '[discord]\ntoken = "t"\n[prices."my-model"."512x512"]\nmedium = "cheap"\n'
+    with pytest.raises(ConfigError, match=r"prices\.my-model\.512x512\.medium must be a price in USD"):
+        load_settings(write(tmp_path, bad), env={})

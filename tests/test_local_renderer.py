@@ -463,3 +463,14 @@ async def test_health_names_the_model_and_the_device_and_counts_renders(
     assert during
     assert all("rendering for" in line for line in during)
     assert dict(renderer.health())["Renders"] == "1 calls, 2 images; idle"
+
+
+async def test_the_latent_upscaler_hands_sizes_it_cannot_take_to_the_hires_fix(
+    open_renderer: OpenRenderer, upscalers: dict[str, Path]
+) -> None:
+    renderer = await open_renderer(upscaler=str(upscalers["latent"]))
+    # 80×56 is one of the tiny model's sizes; the latent upscaler needs sides divisible by 32.
+    upscale = request(1, operation=Operation.UPSCALE, source=source_png(80, 56), width=160, height=112)
+    result = await renderer.render(upscale)
+    assert [decode(png).size for png in result.images] == [(160, 112)]
+    assert "hires fix" in result.made_by

@@ -61,6 +61,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "pndm": ("PNDMScheduler", {}),
 }
 OUT_OF_MEMORY = (torch.cuda.OutOfMemoryError,)
+HIRES_FIX = "hires fix (Lanczos 2× + img2img)"
 TOO_BIG = "This image does not fit in the GPU's memory right now: try a smaller size or fewer images."
 
 
@@ -150,10 +151,19 @@ class Engine:
 
     @property
     def upscaler_name(self) -> str:
-        """How Upscale 2× is done, as result messages say."""
+        """How Upscale 2× is done, as /status says."""
         if self.upscaler is None:
-            return "hires fix (Lanczos 2× + img2img)"
+            return HIRES_FIX
         return "SD latent upscaler ×2" if _is_latent_upscaler(self.upscaler) else "SD ×4 upscaler"
+
+    def upscaled_by(self, width: int, height: int) -> str:
+        """How an upscale to ``width``×``height`` is done, as its result message says."""
+        if self.upscaler is None:
+            return HIRES_FIX
+        # The latent upscaler's UNet halves the latents three times: sources need sides divisible by 32.
+        if _is_latent_upscaler(self.upscaler) and (width // 2 % 32 or height // 2 % 32):
+            return HIRES_FIX
+        return self.upscaler_name
 
     def memory(self) -> str:
         """GPU memory in use, for /status."""
@@ -251,7 +261,7 @@ class Engine:
         if call.operation is Operation.GENERATE:
             result = self.text2image(height=call.height, width=call.width, **kwargs)
             return list(result.images)
-        if call.operation is Operation.UPSCALE and self.upscaler is not None:
+        if call.operation is Operation.UPSCALE and self.upscaled_by(call.width, call.height) != HIRES_FIX:
             return self._upscale([_source(work) for work, _ in slots], kwargs)
         if call.operation is Operation.VARY:
             strength = call.strength

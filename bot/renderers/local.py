@@ -189,7 +189,7 @@ class LocalRenderer:
     def _made_by(self, call: Call) -> str:
         model = self._settings.model.rstrip("/").rsplit("/", 1)[-1]
         if call.operation is Operation.UPSCALE:
-            return f"{model} · Upscale 2× by {self._engine.upscaler_name}"
+            return f"{model} · Upscale 2× by {self._engine.upscaled_by(call.width, call.height)}"
         return f"{model} · {self._engine.steps} steps"
 
     def _hook(self, loop: asyncio.AbstractEventLoop, progress: Mapping[int, ProgressCallback]) -> StepHook:
