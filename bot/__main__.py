@@ -127,6 +127,7 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
                 delivery,
                 concurrency=concurrency,
                 tick_s=settings.queue.position_update_s,
+                moderation=moderation,
             )
             generation = Generation(
                 store,

@@ -13,6 +13,7 @@ from bot.delivery import Delivery
 from bot.errors import RenderFailed
 from bot.files import ImageFiles
 from bot.jobs import Job, JobStatus
+from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.renderers.base import (
     BatchRenderer,
@@ -35,6 +36,7 @@ FLAGGED = (
     "The safety checker flagged this image, so Easel only posts it in age-restricted channels. "
     "Try a different prompt, or ask in an age-restricted channel."
 )
+FLAGGED_NEVER = "The safety checker flagged this image, and this server does not allow such images. Try a different prompt."
 # A result that still cannot be posted after this many sweeps (a missing file, a channel
 # that keeps failing) is ended with a message instead of being retried forever.
 DELIVERY_ATTEMPTS = 5
@@ -54,7 +56,9 @@ class Worker:
         concurrency: Mapping[str, int],
         tick_s: float,
         stop_timeout_s: float = 10.0,
+        moderation: Moderation | None = None,
     ) -> None:
+        self._moderation = moderation
         self._queue = queue
         self._store = store
         self._files = files
@@ -186,10 +190,12 @@ class Worker:
             log.info("job %d: render failed: %s", job.id, outcome)
             await self._end(job, str(outcome))
             return
-        if outcome.flagged and not self._delivery.age_restricted(job):
-            log.info("job %d: the safety checker flagged the result; not posted here", job.id)
-            await self._end(job, FLAGGED)
-            return
+        if outcome.flagged:
+            refusal = await self._flagged_refusal(job)
+            if refusal is not None:
+                log.info("job %d: the safety checker flagged the result; not posted here", job.id)
+                await self._end(job, refusal)
+                return
         try:
             ext = images.sniff_extension(outcome.images[0])
             paths = await self._files.save_results(job.id, outcome.images, ext)
@@ -200,6 +206,12 @@ class Worker:
             await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
             return
         await self._finish(job)
+
+    async def _flagged_refusal(self, job: Job) -> str | None:
+        """Why a flagged result may not be posted in its channel, or None when it may."""
+        if self._moderation is not None and (await self._moderation.settings(job.guild_id)).nsfw == "never":
+            return FLAGGED_NEVER
+        return None if self._delivery.age_restricted(job) else FLAGGED
 
     async def _end(self, job: Job, error: str | None) -> None:
         """End a job as failed with ``error``, or as cancelled when ``error`` is None."""

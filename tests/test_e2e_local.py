@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.jobs import Interaction as JobInteraction
+from bot.jobs import Requester
 from bot.store import Store
 from tests.factories import new_job
 from tests.fakediscord import Interaction, Message
@@ -191,6 +192,15 @@ async def test_flagged_images_are_posted_only_in_age_restricted_channels(
 
         posted = await easel.result_of(await easel.imagine("anything", backend="local", guild=GUILD_B))
         assert image_of(posted).size == (64, 64)
+
+        # A server that allows no such images at all refuses them in age-restricted channels too.
+        assert easel.bot is not None
+        moderator = Requester(GUILD_B, CHANNEL_B, BOB, 10_000_000, manage_guild=True)
+        await easel.bot.services.moderation.change(moderator, "nsfw", "never")
+        never = await easel.imagine("anything", backend="local", guild=GUILD_B)
+        await easel.discord.wait_for(
+            lambda: never.original is not None and "does not allow" in never.original.content, timeout=30
+        )
 
 
 async def test_status_shows_moderators_the_model_device_and_queue(tmp_path: Path, tiny_model: Path) -> None:

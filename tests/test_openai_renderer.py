@@ -485,3 +485,16 @@ async def test_fake_moderations_flag_the_configured_word(client: AsyncOpenAI) ->
     assert flagged.flagged is True
     assert flagged.categories.violence is True
     assert clean.flagged is False
+
+
+async def test_the_moderation_check_flags_what_the_moderation_endpoint_flags(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    renderer = OpenAIRenderer(client, retry=FAST)
+    assert await renderer.moderate("something forbidden") is True
+    assert await renderer.moderate("a lighthouse at dusk") is False
+    sent = fake.requests_to("/moderations")
+    assert [r.json["model"] for r in sent] == ["omni-moderation-latest"] * 2  # type: ignore[index]
+    fake.fail_next(503, times=5)
+    with pytest.raises(RenderFailed):  # a check that cannot run refuses, it does not wave through
+        await renderer.moderate("a lighthouse at dusk")
