@@ -23,7 +23,15 @@ from bot.worker import Worker
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.results", "cogs.queue", "cogs.status", "cogs.help")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.results",
+    "cogs.queue",
+    "cogs.status",
+    "cogs.settings",
+    "cogs.quota",
+    "cogs.help",
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ and so do members within a server.
 **/variation** `image` — variations of an image you upload (PNG, JPEG, WebP or GIF).
 **/queue** — your waiting jobs, with Cancel buttons.
 **/show** `job` — post a job's result again, with working buttons.
+**/quota** — images you have left today and this week, and when they reset.
 **/status** — backends, models and queues (moderators).
+**/settings** — set Easel up for this server: `show`, `set`, `reset`, `channel`, `role-quota`, \
+`exempt`, `block`, `ban`, `audit`, `moderator-role` (moderators).
+**/usage** — images made here over 30 days as a chart, with spend (moderators).
 **/help** — this message.
 
 Under a result: **U1–U4** posts one image alone at full size, **V1–V4** / **Vary** makes variations, \

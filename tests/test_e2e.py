@@ -313,7 +313,17 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
 async def test_commands_are_registered_once_each_with_descriptions(easel: Harness) -> None:
     commands = easel.discord.commands[GUILD_A]
     names = [c["name"] for c in commands]
-    assert sorted(names) == ["help", "imagine", "queue", "show", "status", "variation"]
+    assert sorted(names) == [
+        "help",
+        "imagine",
+        "queue",
+        "quota",
+        "settings",
+        "show",
+        "status",
+        "usage",
+        "variation",
+    ]
     assert all(c["description"] for c in commands)
     imagine = next(c for c in commands if c["name"] == "imagine")
     # One generation backend is configured, so members are not offered a choice of one.

@@ -189,6 +189,10 @@ def guild_payload(
                 managed=True,
                 tags={"bot_id": bot_user["id"]},
             ),
+            *(
+                role_payload(role_id, name, 0, position)
+                for position, (role_id, name) in enumerate(guild.roles.items(), start=2)
+            ),
         ],
         "emojis": [],
         "stickers": [],

@@ -248,3 +248,4 @@ class Guild:
     member_count: int
     bot_role_id: int
     joined_at: dt.datetime = field(default_factory=utcnow)
+    roles: dict[int, str] = field(default_factory=dict)  # besides @everyone and the bot's role

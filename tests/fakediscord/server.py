@@ -99,6 +99,22 @@ class _FailRule:
 Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
 
 
+def _check_choices(data: dict[str, Any]) -> None:
+    """Refuse autocomplete choices as Discord does: at most 25, names and values 1 to 100 characters."""
+    choices = data.get("choices")
+    errors: dict[str, Any] = {}
+    if not isinstance(choices, list) or len(choices) > 25:
+        errors["choices"] = "Must be a list of 25 or fewer in length."
+    else:
+        for i, choice in enumerate(choices):
+            for key in ("name", "value"):
+                value = choice.get(key)
+                if isinstance(value, str) and not 1 <= len(value) <= 100:
+                    errors[f"choices.{i}.{key}"] = "Must be between 1 and 100 in length."
+    if errors:
+        raise ApiError(400, "Invalid Form Body", 50035, errors=errors)
+
+
 def _mentions(value: Any) -> dict[str, Any] | None:
     """Return allowed_mentions with user and role ids as strings, Discord's snowflake form."""
     if not isinstance(value, dict):
@@ -247,6 +263,31 @@ class FakeDiscord:
             # A guild joined while connected arrives as a lone GUILD_CREATE, like an invite accepted live.
             self._spawn(self._gateway.dispatch(session, "GUILD_CREATE", self._guild_create(guild)))
 
+    async def add_role(self, guild_id: int, name: str) -> int:
+        """Create a role in a guild (GUILD_ROLE_CREATE when connected) and return its id."""
+        guild = self.guilds[guild_id]
+        role_id = snowflake()
+        guild.roles[role_id] = name
+        session = self._gateway.live_session(self._shard_for(guild_id))
+        if session is not None:
+            role = role_payload(role_id, name, 0, len(guild.roles) + 1)
+            await self._gateway.dispatch(
+                session, "GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": role}
+            )
+        return role_id
+
+    async def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False) -> int:
+        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id."""
+        guild = self.guilds[guild_id]
+        channel_id = snowflake()
+        guild.channels[channel_id] = name
+        if nsfw:
+            guild.nsfw_channels.add(channel_id)
+        session = self._gateway.live_session(self._shard_for(guild_id))
+        if session is not None:
+            await self._gateway.dispatch(session, "CHANNEL_CREATE", channel_payload(guild, channel_id))
+        return channel_id
+
     def attachment(self, data: bytes, filename: str, content_type: str | None = None) -> Attachment:
         """Register bytes served by this server's CDN, for use as a slash command attachment option."""
         if not self.http_base:
@@ -365,6 +406,42 @@ class FakeDiscord:
             data["resolved"] = resolved
         return await self._send_interaction(
             2, guild_id, channel_id, user_id, data, permissions, roles, created_at, name=name
+        )
+
+    async def autocomplete(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        focused: str,
+        options: dict[str, object] | None = None,
+        permissions: int = DEFAULT_MEMBER_PERMISSIONS,
+        roles: list[int] | None = None,
+    ) -> Interaction:
+        """Send an APPLICATION_COMMAND_AUTOCOMPLETE interaction: ``focused`` names the option being typed.
+
+        Its text in ``options`` is sent as typed (a string, whatever the option's type); the other
+        options are sent as the slash command would send them, and required ones may be missing.
+        """
+        words = name.split()
+        command, scope = self._find_command(words[0], guild_id)
+        resolved: dict[str, dict[str, Any]] = {}
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": command.get("type", 1),
+            "options": self._build_options(
+                command.get("options") or [], words[1:], dict(options or {}), resolved, guild_id, focused
+            ),
+        }
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        if resolved:
+            data["resolved"] = resolved
+        return await self._send_interaction(
+            4, guild_id, channel_id, user_id, data, permissions, roles, None, name=name
         )
 
     async def click(
@@ -627,22 +704,31 @@ class FakeDiscord:
         values: dict[str, object],
         resolved: dict[str, dict[str, Any]],
         guild_id: int,
+        focused: str | None = None,
     ) -> list[dict[str, Any]]:
         if path:
             sub = next((o for o in schema if o["name"] == path[0] and o.get("type") in (1, 2)), None)
             if sub is None:
                 raise LookupError(f"no subcommand {path[0]!r}; options are {[o['name'] for o in schema]}")
-            inner = self._build_options(sub.get("options") or [], path[1:], values, resolved, guild_id)
+            inner = self._build_options(
+                sub.get("options") or [], path[1:], values, resolved, guild_id, focused
+            )
             return [{"name": sub["name"], "type": sub["type"], "options": inner}]
         if any(o.get("type") in (1, 2) for o in schema):
             raise ValueError(f"this command has subcommands {[o['name'] for o in schema]}; name one")
         by_name = {o["name"]: o for o in schema}
         if extra := set(values) - set(by_name):
             raise ValueError(f"unknown options {sorted(extra)}; the command has {sorted(by_name)}")
-        if missing := [o["name"] for o in schema if o.get("required") and o["name"] not in values]:
+        if focused is not None:
+            if not by_name.get(focused, {}).get("autocomplete"):
+                raise ValueError(f"option {focused!r} has no autocomplete (the client would not ask)")
+            values.setdefault(focused, "")
+        elif missing := [o["name"] for o in schema if o.get("required") and o["name"] not in values]:
             raise ValueError(f"required options missing: {missing} (the Discord client would not send this)")
         return [
-            {
+            {"name": key, "type": by_name[key]["type"], "value": str(v), "focused": True}
+            if key == focused
+            else {
                 "name": key,
                 "type": by_name[key]["type"],
                 "value": self._option_value(by_name[key], v, resolved, guild_id),
@@ -683,9 +769,8 @@ class FakeDiscord:
             channel = {**channel_payload(guild, object_id), "permissions": str(DEFAULT_MEMBER_PERMISSIONS)}
             resolved.setdefault("channels", {})[str(object_id)] = channel
         elif kind == 8:
-            role = role_payload(
-                object_id, "@everyone" if object_id == guild_id else f"role{object_id % 1000}", 0, 1
-            )
+            name = "@everyone" if object_id == guild_id else f"role{object_id % 1000}"
+            role = role_payload(object_id, guild.roles.get(object_id, name), 0, 1)
             resolved.setdefault("roles", {})[str(object_id)] = role
         return str(object_id)
 
@@ -982,6 +1067,8 @@ class FakeDiscord:
             raise ApiError(
                 400, "Invalid Form Body", 50035, errors={"type": f"callback {kind} not valid here"}
             )
+        if kind == 8:
+            _check_choices(data)
         self._check_sizes(interaction.guild_id, call.uploads)
         message: Message | None = None
         # Responses to slash commands are CHAT_INPUT_COMMAND messages; others are DEFAULT.
