@@ -97,6 +97,7 @@ def requester(interaction: discord.Interaction[Any], message_id: int | None = No
         manage_messages=interaction.permissions.manage_messages,
         manage_guild=interaction.permissions.manage_guild,
         role_ids=tuple(role.id for role in getattr(interaction.user, "roles", ())),
+        parent_channel_id=getattr(interaction.channel, "parent_id", None),
     )
 
 

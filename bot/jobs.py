@@ -159,3 +159,4 @@ class Requester:
     manage_messages: bool = False
     manage_guild: bool = False
     role_ids: tuple[int, ...] = ()
+    parent_channel_id: int | None = None  # a thread's channel, whose rules the thread follows

@@ -18,7 +18,7 @@ from bot import charts, guild_settings, quotas
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
 from bot.guild_settings import GuildSettings
 from bot.jobs import JobKind, JobParams, Requester, utcnow
-from bot.policy import ContentRules
+from bot.policy import PATTERNS_MAX, TERMS_MAX, validate_pattern, validate_term
 from bot.quotas import Admission, Limits, PriceTable, Windows
 from bot.quotas import Usage as QuotaUsage
 from bot.store import Store
@@ -125,14 +125,15 @@ class Moderation:
         """Set one setting from a moderator's text."""
         await self.require_moderator(who)
         value = guild_settings.parse(key, text, backends=self._backends)
-        return await self._write(who, key, value)
+        return await self._write(who, key, lambda _current: value)
 
     async def reset(self, who: Requester, key: str) -> Change:
         """Put one setting back to its default."""
         await self.require_moderator(who)
         if key not in guild_settings.BY_KEY:
             raise InvalidInput(f"There is no setting {key!r}; /settings show lists them.")
-        return await self._write(who, key, None)
+        default = guild_settings.BY_KEY[key].default
+        return await self._write(who, key, lambda _current: default)
 
     async def set_role_limit(
         self, who: Requester, role_id: int, daily: int | None, weekly: int | None
@@ -142,47 +143,56 @@ class Moderation:
         for value in (daily, weekly):
             if value is not None and value < 0:
                 raise InvalidInput("Limits are 0 or more (leave one empty for unlimited).")
-        current = (await self.stored(who.guild_id))["role_limits"]
-        rows = [row for row in current if int(row[0]) != role_id]
-        if daily is not None or weekly is not None:
-            rows.append([role_id, daily, weekly])
-        return await self._write(who, "role_limits", rows or None)
+
+        def update(rows: list[list[int | None]]) -> list[list[int | None]]:
+            kept = [row for row in rows if row[0] != role_id]
+            return kept if daily is None and weekly is None else [*kept, [role_id, daily, weekly]]
+
+        return await self._write(who, "role_limits", update)
 
     async def add_to_list(self, who: Requester, key: str, item: Any) -> Change:
         """Add one entry to a list setting (a blocked term or pattern, a banned member)."""
         await self.require_moderator(who)
-        current = list((await self.stored(who.guild_id))[key])
-        if item in current:
-            raise InvalidInput("That is already on the list.")
-        updated = [*current, item]
-        if key in ("blocked_terms", "blocked_patterns"):
-            field = "terms" if key == "blocked_terms" else "patterns"
-            await asyncio.to_thread(lambda: ContentRules(**{field: tuple(updated)}))
+        check = {"blocked_terms": validate_term, "blocked_patterns": validate_pattern}.get(key)
+        if check is not None and (problem := check(item)):
+            raise InvalidInput(problem)
+        cap = {"blocked_terms": TERMS_MAX, "blocked_patterns": PATTERNS_MAX}.get(key, 10_000)
+
+        def update(current: list[Any]) -> list[Any]:
+            if item in current:
+                raise InvalidInput("That is already on the list.")
+            if len(current) >= cap:
+                raise InvalidInput(f"That list holds at most {cap} entries; remove some first.")
+            return [*current, item]
+
         if key == "banned":
             await self._store.forget_ban_notice(who.guild_id, int(item))
-        return await self._write(who, key, updated)
+        return await self._write(who, key, update)
 
     async def remove_from_list(self, who: Requester, key: str, item: Any) -> Change:
         """Remove one entry from a list setting."""
         await self.require_moderator(who)
-        current = list((await self.stored(who.guild_id))[key])
-        if item not in current:
-            raise InvalidInput("That is not on the list.")
-        current.remove(item)
-        return await self._write(who, key, current or None)
 
-    async def _write(self, who: Requester, key: str, value: Any) -> Change:
+        def update(current: list[Any]) -> list[Any]:
+            if item not in current:
+                raise InvalidInput("That is not on the list.")
+            return [entry for entry in current if entry != item]
+
+        return await self._write(who, key, update)
+
+    async def _write(self, who: Requester, key: str, update: Callable[[Any], Any]) -> Change:
         default = guild_settings.BY_KEY[key].default
-        stored = None if value == default else value
-        before = await self._store.set_guild_setting(who.guild_id, key, stored, who.user_id)
-        self._cache.pop(who.guild_id, None)
-        change = Change(
-            key,
-            guild_settings.show(key, default if before is None else before),
-            guild_settings.show(key, default if stored is None else stored),
+        before, after = await self._store.update_guild_setting(
+            who.guild_id, key, default, update, who.user_id
         )
+        self._cache.pop(who.guild_id, None)
+        change = Change(key, guild_settings.show(key, before), guild_settings.show(key, after))
         log.info("guild %d: member %d set %s", who.guild_id, who.user_id, key)
-        await self.audit(who.guild_id, f"⚙️ <@{who.user_id}> set **{key}**: {change.before} → {change.after}")
+        line = f"⚙️ <@{who.user_id}> set **{key}**: {change.before} → {change.after}"
+        await self.audit(who.guild_id, line)
+        if key == "audit_channel" and before is not None and before != after and self._audit is not None:
+            # Moving or turning off the audit channel is itself on record, where it was.
+            await self._post(who.guild_id, int(before), line)
         return change
 
     # -- screening requests ------------------------------------------------------------------------
@@ -190,18 +200,13 @@ class Moderation:
     async def screen(self, who: Requester) -> GuildSettings:
         """Refuse a banned member or a channel where generation is off; return the guild's settings."""
         settings = await self.settings(who.guild_id)
-        if who.user_id in settings.banned:
-            if await self._store.first_ban_notice(who.guild_id, who.user_id):
-                raise NotAllowed(
-                    "A moderator has turned off image generation for you in this server. "
-                    "Ask the moderators if you think this is a mistake."
-                )
-            raise NotAllowed("Image generation is off for you in this server.")
-        if settings.allowed_channels and who.channel_id not in settings.allowed_channels:
-            where = ", ".join(f"<#{c}>" for c in settings.allowed_channels[:10])
-            raise NotAllowed(f"Image generation is not allowed in this channel. Try {where}.")
-        if who.channel_id in settings.denied_channels:
-            raise NotAllowed("Image generation is not allowed in this channel; try another one.")
+        refusal = _access_refusal(settings, who)
+        if refusal is not None:
+            if who.user_id in settings.banned and not await self._store.first_ban_notice(
+                who.guild_id, who.user_id
+            ):
+                raise NotAllowed("Image generation is off for you in this server.")
+            raise NotAllowed(refusal)
         return settings
 
     def backend_for(self, settings: GuildSettings, requested: str | None, able: Sequence[str]) -> str | None:
@@ -270,14 +275,19 @@ class Moderation:
     async def quota_view(self, who: Requester) -> QuotaView:
         """What a member has left today and this week, when it resets, and why they cannot generate here."""
         settings = await self.settings(who.guild_id)
-        windows = quotas.windows(self._clock(), settings.quota.timezone)
+        now = self._clock()
+        windows = quotas.windows(now, settings.quota.timezone)
+        limits = quotas.limits_for(settings.quota, who.role_ids)
         usage = await self._store.member_usage(who.guild_id, who.user_id, windows)
-        refusal = None
-        try:
-            await self.screen(who)
-        except NotAllowed as exc:
-            refusal = str(exc)
-        return QuotaView(quotas.limits_for(settings.quota, who.role_ids), usage, windows, refusal)
+        refusal = _access_refusal(settings, who)
+        if refusal is None:
+            # The same rule the store applies to a real request: one image on the default backend.
+            backend = self.backend_for(settings, None, self._backends) if self._backends else ""
+            cost = settings.quota.costs.cost_of(JobKind.IMAGINE, 1)
+            probe = Admission(limits, cost, 1, 0.0, now, windows, settings.quota.cooldown_s, settings.budget)
+            found = await self._store.refusal(who.guild_id, who.user_id, backend or "", probe)
+            refusal = found.message if found is not None else None
+        return QuotaView(limits, usage, windows, refusal)
 
     async def usage_report(self, who: Requester) -> UsageReport:
         """Images per day over the last 30 days in the guild's time zone, top members, totals, spend."""
@@ -317,13 +327,34 @@ class Moderation:
     async def audit(self, guild_id: int, text: str) -> None:
         """Post a line to the guild's audit channel, if it has one; a failure is logged, never raised."""
         settings = await self.settings(guild_id)
-        if settings.audit_channel is None or self._audit is None:
+        if settings.audit_channel is not None:
+            await self._post(guild_id, settings.audit_channel, text)
+
+    async def _post(self, guild_id: int, channel_id: int, text: str) -> None:
+        if self._audit is None:
             return
         try:
-            await self._audit(guild_id, settings.audit_channel, text)
+            await self._audit(guild_id, channel_id, text)
         except Exception:
-            log.warning("guild %d: could not post to the audit channel", guild_id, exc_info=True)
+            log.warning("guild %d: could not post to audit channel %d", guild_id, channel_id, exc_info=True)
 
 
 def _allows(settings: GuildSettings, backend: str) -> bool:
     return not settings.allowed_backends or backend in settings.allowed_backends
+
+
+def _access_refusal(settings: GuildSettings, who: Requester) -> str | None:
+    """Why this member may not generate in this channel at all (ban, channel rules), or None."""
+    if who.user_id in settings.banned:
+        return (
+            "A moderator has turned off image generation for you in this server. "
+            "Ask the moderators if you think this is a mistake."
+        )
+    # A thread follows its channel's rule, unless the thread itself is listed.
+    here = {who.channel_id} | ({who.parent_channel_id} if who.parent_channel_id else set())
+    if settings.allowed_channels and not here & set(settings.allowed_channels):
+        where = ", ".join(f"<#{c}>" for c in settings.allowed_channels[:10])
+        return f"Image generation is not allowed in this channel. Try {where}."
+    if here & set(settings.denied_channels):
+        return "Image generation is not allowed in this channel; try another one."
+    return None

@@ -128,7 +128,9 @@ class Store:
             if total >= max_total:
                 raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
             if admission is not None:
-                await _admit(db, new, admission)
+                refusal = await _refusal(db, new.guild_id, new.user_id, new.backend, admission)
+                if refusal is not None:
+                    raise refusal.error()
             job_id = await _insert_job(db, new, JobStatus.QUEUED, source_path=source_path, images=())
             if admission is not None:
                 await db.execute(
@@ -174,31 +176,48 @@ class Store:
             )
             return {str(r[0]): json.loads(r[1]) for r in await cur.fetchall()}
 
-    async def set_guild_setting(self, guild_id: int, key: str, value: Any, by: int) -> Any:
-        """Store one setting (None deletes it, back to the default); return its previous stored value."""
+    async def member_usage(self, guild_id: int, user_id: int, windows: Windows) -> QuotaUsage:
+        """Return the quota a member used (reserved or settled) in the current day and week."""
+        async with self._lock:
+            return await _usage(self._conn, guild_id, user_id, windows)
+
+    async def refusal(
+        self, guild_id: int, user_id: int, backend: str, admission: Admission
+    ) -> quotas.Refusal | None:
+        """Why a job with ``admission`` would be refused now (quota, cooldown, budget), without writing."""
+        async with self._lock:
+            return await _refusal(self._conn, guild_id, user_id, backend, admission)
+
+    async def update_guild_setting(
+        self, guild_id: int, key: str, default: Any, update: Callable[[Any], Any], by: int
+    ) -> tuple[Any, Any]:
+        """Change one setting from its current value in one transaction; return (before, after).
+
+        ``update`` gets the current value (``default`` when unset) and returns the new one, or raises
+        to change nothing. Storing the default deletes the row, so two moderators editing one list
+        at once both keep their edit.
+        """
         async with self._tx() as db:
             row = await (
                 await db.execute(
                     "SELECT value FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key)
                 )
             ).fetchone()
-            if value is None:
+            before = json.loads(row[0]) if row else default
+            after = update(before)
+            if after == default:
                 await db.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key))
             else:
                 await db.execute(
                     """
-                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)
+                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
+                    VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT (guild_id, key) DO UPDATE SET
                         value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
                     """,
-                    (guild_id, key, json.dumps(value), utcnow().isoformat(), by),
+                    (guild_id, key, json.dumps(after), utcnow().isoformat(), by),
                 )
-            return json.loads(row[0]) if row else None
-
-    async def member_usage(self, guild_id: int, user_id: int, windows: Windows) -> QuotaUsage:
-        """Return the quota a member used (reserved or settled) in the current day and week."""
-        async with self._lock:
-            return await _usage(self._conn, guild_id, user_id, windows)
+            return before, after
 
     async def charges_since(
         self, guild_id: int, since: datetime
@@ -463,13 +482,15 @@ async def _insert_job(
     return cur.lastrowid
 
 
-async def _admit(db: aiosqlite.Connection, new: NewJob, admission: Admission) -> None:
-    """Raise LimitReached when the member's quota or cooldown, or the guild's budget, refuses the job."""
-    usage = await _usage(db, new.guild_id, new.user_id, admission.windows)
+async def _refusal(
+    db: aiosqlite.Connection, guild_id: int, user_id: int, backend: str, admission: Admission
+) -> quotas.Refusal | None:
+    """Why the member's quota or cooldown, or the guild's budget, refuses a job; None to accept it."""
+    usage = await _usage(db, guild_id, user_id, admission.windows)
     row = await (
         await db.execute(
             "SELECT MAX(created_at) FROM jobs WHERE guild_id = ? AND user_id = ? AND kind != 'pick'",
-            (new.guild_id, new.user_id),
+            (guild_id, user_id),
         )
     ).fetchone()
     last = datetime.fromisoformat(row[0]) if row and row[0] else None
@@ -482,27 +503,26 @@ async def _admit(db: aiosqlite.Connection, new: NewJob, admission: Admission) ->
         last_request_at=last,
         cooldown_s=admission.cooldown_s,
     )
-    if refusal is None:
-        month = admission.windows.month
-        row = await (
-            await db.execute(
-                "SELECT COALESCE(SUM(images), 0), COALESCE(SUM(usd), 0) FROM charges "
-                "WHERE guild_id = ? AND state != 'released' AND created_at >= ? AND created_at < ?",
-                (new.guild_id, month.start.isoformat(), month.end.isoformat()),
-            )
-        ).fetchone()
-        images, spend = (int(row[0]), float(row[1])) if row else (0, 0.0)
-        refusal = quotas.check_budget(
-            admission.budget,
-            images,
-            spend,
-            admission.images,
-            admission.usd,
-            windows=admission.windows,
-            backend=new.backend,
-        )
     if refusal is not None:
-        raise refusal.error()
+        return refusal
+    month = admission.windows.month
+    row = await (
+        await db.execute(
+            "SELECT COALESCE(SUM(images), 0), COALESCE(SUM(usd), 0) FROM charges "
+            "WHERE guild_id = ? AND state != 'released' AND created_at >= ? AND created_at < ?",
+            (guild_id, month.start.isoformat(), month.end.isoformat()),
+        )
+    ).fetchone()
+    images, spend = (int(row[0]), float(row[1])) if row else (0, 0.0)
+    return quotas.check_budget(
+        admission.budget,
+        images,
+        spend,
+        admission.images,
+        admission.usd,
+        windows=admission.windows,
+        backend=backend,
+    )
 
 
 async def _usage(db: aiosqlite.Connection, guild_id: int, user_id: int, windows: Windows) -> QuotaUsage:

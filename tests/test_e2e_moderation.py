@@ -99,7 +99,8 @@ async def test_a_daily_quota_set_by_a_moderator_refuses_the_next_image_and_quota
     assert "**Today:** **0** of 2" in quota
     assert RESET_TIME.search(quota)
     assert "**This week:** unlimited" in quota
-    assert "cannot generate" not in quota
+    assert "cannot generate here right now" in quota  # and why: the same rule the next /imagine meets
+    assert "none left today" in quota
 
 
 async def test_a_failed_job_uses_no_quota(easel: Harness) -> None:
@@ -251,8 +252,10 @@ async def test_the_audit_channel_gets_a_line_per_generation_and_per_change(easel
     assert all(m.allowed_mentions == NO_PINGS for m in lines())
 
     assert await said(easel, "settings audit") == f"**audit_channel**: <#{audit}> → none"  # empty: off
+    # Turning the audit channel off is itself on record, in the channel that was turned off.
+    assert lines()[-1].content == f"⚙️ <@{CAROL}> set **audit_channel**: <#{audit}> → none"
     await said(easel, "settings set", key="weekly_images", value="50")
-    assert len(lines()) == 3
+    assert len(lines()) == 4
 
 
 async def test_usage_posts_a_chart_with_totals(easel: Harness) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -218,3 +219,33 @@ async def test_usage_report_counts_posted_and_pending_images_per_day_and_member(
     assert report.spend_usd == 0.07
     chart = await moderation.usage_chart(report, {MEMBER: "alice"}, title="Usage")
     assert chart.startswith(b"\x89PNG")
+
+
+async def test_a_thread_follows_its_channels_rule(moderation: Moderation) -> None:
+    thread = 300
+    await moderation.change(who(MOD, mod=True), "allowed_channels", f"<#{CHANNEL}>")
+    in_thread = Requester(GUILD, thread, MEMBER, 10_000_000, parent_channel_id=CHANNEL)
+    await moderation.screen(in_thread)
+    await moderation.change(who(MOD, mod=True), "denied_channels", f"<#{CHANNEL}>")
+    with pytest.raises(NotAllowed):
+        await moderation.screen(in_thread)
+
+
+async def test_two_moderators_adding_terms_at_once_both_keep_their_term(moderation: Moderation) -> None:
+    terms = [f"term{i}" for i in range(8)]
+    await asyncio.gather(*(moderation.add_to_list(who(MOD, mod=True), "blocked_terms", t) for t in terms))
+    assert sorted((await moderation.stored(GUILD))["blocked_terms"]) == sorted(terms)
+
+
+async def test_quota_view_explains_a_cooldown_without_using_the_ban_notice(
+    moderation: Moderation, store: Store
+) -> None:
+    await moderation.change(who(MOD, mod=True), "cooldown_seconds", "600")
+    await store.enqueue(new_job(GUILD, MEMBER), max_per_member=9, max_per_guild=9, max_total=9)
+    view = await moderation.quota_view(who())
+    assert view.refusal is not None
+    assert "wait" in view.refusal
+    await moderation.add_to_list(who(MOD, mod=True), "banned", MEMBER)
+    assert "turned off image generation for you" in ((await moderation.quota_view(who())).refusal or "")
+    with pytest.raises(NotAllowed, match="A moderator has turned off"):  # still the first, full notice
+        await moderation.screen(who())
