@@ -320,3 +320,18 @@ async def test_settings_autocomplete_offers_keys_and_valid_values(easel: Harness
     assert limits[0] == "7"
     assert await offered("settings set", "value", key="default_count", value="9") == []  # at most 4
     assert await offered("settings set", "value", key="allowed_backends", value="") == ["all", "openai"]
+
+
+async def test_the_moderation_check_asks_openai_before_queueing_and_charges_nothing(easel: Harness) -> None:
+    await said(easel, "settings set", key="daily_images", value="1")
+    await easel.result_of(await imagine(easel, "a quiet harbour", user=BOB))  # off: no check is made
+    assert not easel.openai.requests_to("/moderations")
+
+    await said(easel, "settings set", key="moderation_check", value="on")
+    text = await refusal(easel, await imagine(easel, "something forbidden"))
+    assert "moderation check flagged" in text
+    assert "Nothing was charged" in text
+    assert len(easel.openai.requests_to("/moderations")) == 1
+    assert len(easel.openai.requests_to("/images/generations")) == 1
+    # The refused request used none of the member's one image.
+    await easel.result_of(await imagine(easel, "a calm sea"))
