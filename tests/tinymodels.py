@@ -153,6 +153,23 @@ def _tiny_text_encoder(*, hidden_act: str = "quick_gelu") -> Any:
     return _transformers.CLIPTextModel(config).eval()
 
 
+def _tiny_unet(*, sample_size: int, in_channels: int, **extra: Any) -> Any:
+    """A two-level UNet with cross-attention in its second level, the smallest that keeps SD's shape."""
+    return _diffusers.UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN_SIZE,
+        norm_num_groups=4,
+        attention_head_dim=2,
+        **extra,
+    ).eval()
+
+
 def _tiny_vae(*, blocks: int, scaling_factor: float = 0.18215) -> Any:
     """An ``AutoencoderKL`` with ``blocks`` blocks: it downsamples by ``2 ** (blocks - 1)``."""
     return _diffusers.AutoencoderKL(
@@ -183,18 +200,7 @@ def build_text2image(directory: Path, *, scheduler: Literal["ddim", "euler"] = "
     """
     directory = Path(directory)
     torch.manual_seed(SEED)
-    unet = _diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN_SIZE,
-        norm_num_groups=4,
-        attention_head_dim=2,
-    ).eval()
+    unet = _tiny_unet(sample_size=8, in_channels=4)
     vae = _tiny_vae(blocks=4)
     text_encoder = _tiny_text_encoder()
     pipe = _diffusers.StableDiffusionPipeline(
@@ -279,20 +285,7 @@ def build_x4_upscaler(directory: Path) -> Path:
     torch.manual_seed(SEED)
     # Latents have the low-resolution image's size; the UNet sees them next to the noised RGB image (4 + 3
     # channels) and takes the noise level as a class label, so it needs more classes than max_noise_level.
-    unet = _diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=7,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN_SIZE,
-        norm_num_groups=4,
-        attention_head_dim=2,
-        use_linear_projection=True,
-        num_class_embeds=1000,
-    ).eval()
+    unet = _tiny_unet(sample_size=16, in_channels=7, use_linear_projection=True, num_class_embeds=1000)
     # Three blocks: the VAE decoder upsamples latents 4x.
     vae = _tiny_vae(blocks=3, scaling_factor=_X4_VAE_SCALING_FACTOR)
     text_encoder = _tiny_text_encoder(hidden_act="gelu")
