@@ -262,15 +262,21 @@ class Store:
         """
         async with self._tx() as db:
             cur = await db.execute(
-                "SELECT * FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id", (backend,)
+                "SELECT id, guild_id, user_id FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id",
+                (backend,),
             )
-            queued = {job.id: job for job in map(_job_from_row, await cur.fetchall())}
-            if not queued:
+            rows = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+            if not rows:
                 return []
             turns = await _turns(db, backend)
-            order = fair_order(((j.id, j.guild_id, j.user_id) for j in queued.values()), turns)
-            taken = [queued[order[0]]]
+            order = fair_order(rows, turns)
+            taken = [await _get(db, order[0])]
             if joins is not None:
+                # Only a batching backend needs the candidates' parameters.
+                cur = await db.execute(
+                    "SELECT * FROM jobs WHERE status = 'queued' AND backend = ?", (backend,)
+                )
+                queued = {job.id: job for job in map(_job_from_row, await cur.fetchall())}
                 for job_id in order[1:]:
                     if joins(taken, queued[job_id]):
                         taken.append(queued[job_id])
