@@ -335,3 +335,14 @@ async def test_the_moderation_check_asks_openai_before_queueing_and_charges_noth
     assert len(easel.openai.requests_to("/images/generations")) == 1
     # The refused request used none of the member's one image.
     await easel.result_of(await imagine(easel, "a calm sea"))
+
+
+async def test_the_monthly_budget_pauses_generation_for_the_server(easel: Harness) -> None:
+    await said(easel, "settings set", key="monthly_images", value="2")
+    await easel.result_of(await imagine(easel, count=2))
+    text = await refusal(easel, await imagine(easel, "one more", user=BOB))
+    assert "paused" in text
+    assert "moderator" in text
+    assert RESET_TIME.search(text)
+    quota = await said(easel, "quota", user=BOB, permissions=DEFAULT_MEMBER_PERMISSIONS)
+    assert "paused" in quota  # /quota tells the member why before they try
