@@ -10,15 +10,13 @@ also list the names as message text, where Discord renders them properly.
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
-from bot.images import encode_png
+from bot.images import drawable_line, encode_png
 
 __all__ = ["CHART_SIZE", "DRAWABLE", "MAX_TOP", "usage_chart"]
 
@@ -48,15 +46,6 @@ _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
 # Every character Pillow's built-in font (Aileron, reduced) has a glyph for; tests check this
 # against the font itself, so a Pillow upgrade that changes the font is noticed.
 DRAWABLE: Final = frozenset([chr(code) for code in range(0x20, 0x7F)] + list("©«°±´·»‘’“”…‹›⁄™"))
-# Letters NFKD does not decompose into a base letter plus accents, and dashes the font lacks.
-_FOLD: Final = str.maketrans(
-    {
-        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
-        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
-        "ı": "i", "–": "-", "—": "-", "−": "-", "×": "x",
-    }
-)  # fmt: skip
-_UNKNOWN_RUN: Final = re.compile(r"\?(?:\s*\?)+")
 
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -75,7 +64,7 @@ def usage_chart(days: Sequence[tuple[date, int]], top: Sequence[tuple[str, int]]
     draw = ImageDraw.Draw(image)
     fonts = _Fonts()
 
-    title = _fit(draw, _single_line(title), fonts.title, CHART_SIZE[0] - 2 * _MARGIN)
+    title = _fit(draw, drawable_line(title, DRAWABLE), fonts.title, CHART_SIZE[0] - 2 * _MARGIN)
     draw.text((_MARGIN, _MARGIN), title, font=fonts.title, fill=_TEXT)
     draw.text((_MARGIN, _MARGIN + 32), _summary(series), font=fonts.small, fill=_MUTED)
     _draw_bars(draw, series, fonts)
@@ -196,7 +185,10 @@ def _draw_top(draw: ImageDraw.ImageDraw, top: Sequence[tuple[str, int]], fonts: 
         name_left = _PANEL_LEFT + 34
         room = right - draw.textlength(number, font=fonts.body) - 12 - name_left
         draw.text(
-            (name_left, y), _fit(draw, _single_line(name), fonts.body, room), font=fonts.body, fill=_TEXT
+            (name_left, y),
+            _fit(draw, drawable_line(name, DRAWABLE), fonts.body, room),
+            font=fonts.body,
+            fill=_TEXT,
         )
 
 
@@ -207,22 +199,6 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: _Font, room: float) -> str:
     while text and draw.textlength(text + "…", font=font) > room:
         text = text[:-1]
     return text.rstrip() + "…"
-
-
-def _single_line(text: str) -> str:
-    """Fold member-supplied text to one line of characters the built-in font can draw."""
-    folded: list[str] = []
-    for char in unicodedata.normalize("NFKD", text.translate(_FOLD)).translate(_FOLD):
-        if char in DRAWABLE:
-            folded.append(char)
-        elif char.isspace():
-            # A newline or tab in a name would break the layout.
-            folded.append(" ")
-        elif unicodedata.category(char)[0] in "LN":
-            folded.append("?")
-        # Combining accents, emoji, variation selectors and zero-width joiners are dropped.
-    text = " ".join("".join(folded).split())
-    return _UNKNOWN_RUN.sub("?", text) or "?"
 
 
 def _label(day: date) -> str:

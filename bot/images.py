@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import struct
+import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from PIL import Image, ImageCms, ImageFilter, ImageOps
+from PIL import Image, ImageCms, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from bot.errors import InvalidInput, RenderFailed
 
@@ -26,11 +28,13 @@ __all__ = [
     "Encoded",
     "SourceImage",
     "compose_result",
+    "drawable_line",
     "encode_png",
     "encode_to_fit",
     "image_size",
     "make_grid",
     "open_rgb",
+    "podium",
     "preview",
     "sniff_extension",
     "thumbnail",
@@ -670,6 +674,190 @@ def open_rgb(data: bytes) -> Image.Image:
     """Decode trusted bytes (a stored result or a validated upload) as an RGB image, alpha flattened."""
     image = _normalise(_decode(data))
     return _flatten(image, (255, 255, 255)) if image.mode == "RGBA" else image.convert("RGB")
+
+
+# --------------------------------------------------------------------------- challenge results
+
+# Discord's dark theme puts embeds on #2b2d31 (bot/charts.py uses it too), so the podium reads as
+# a card in the channel; text is Discord's own light grey.
+_PODIUM_BACKGROUND: Final = (43, 45, 49)
+_PODIUM_TEXT: Final = (219, 222, 225)
+_BADGE_TEXT: Final = (30, 31, 34)
+# Gold, silver and bronze, for ranks 1, 2 and 3.
+_RANK_COLOURS: Final = ((241, 196, 15), (192, 192, 192), (205, 127, 50))
+_RANK_NAMES: Final = ("1st", "2nd", "3rd")
+# Left-to-right order of the ranks (0-based) for 1, 2 and 3 entries: the classic podium puts the
+# winner between second and third; two entries read naturally winner first.
+_PODIUM_ORDER: Final = {1: (0,), 2: (0, 1), 3: (1, 0, 2)}
+_PODIUM_HEIGHT: Final = 512
+_PODIUM_MIN_HEIGHT: Final = 64
+_PODIUM_MAX_WIDTH: Final = 3 * 768
+_RUNNER_UP_SCALE: Final = 0.85
+# Everything else is a fraction of the winner's height, so text keeps its size relative to the
+# pictures when a wide podium is scaled down, and Discord's inline preview (about 550 px wide,
+# a third of a typical podium) still shows readable badges and names.
+_PAD: Final = 0.05
+_GUTTER: Final = 0.04
+_STEP: Final = 0.016
+_LABEL_GAP: Final = 0.025
+_LABEL_SIZE: Final = 0.07
+_BADGE_SIZE: Final = 0.085
+_BADGE_INSET: Final = 0.025
+_MIN_COLUMN: Final = 0.5
+
+# Pillow's built-in font covers printable ASCII, and labels are folded to what it can draw.
+PRINTABLE_ASCII: Final = frozenset(chr(code) for code in range(0x20, 0x7F))
+# Letters NFKD does not decompose into a base letter plus accents, and punctuation the font lacks.
+_ASCII_FOLD: Final = str.maketrans(
+    {
+        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+        "ı": "i", "–": "-", "—": "-", "−": "-", "×": "x", "‘": "'", "’": "'", "“": '"', "”": '"',
+        "…": "...",
+    }
+)  # fmt: skip
+_UNKNOWN_RUN: Final = re.compile(r"\?(?:\s*\?)+")
+
+
+def podium(images: Sequence[bytes], *, labels: Sequence[str], fmt: str, limit_bytes: int) -> Encoded:
+    """Compose a challenge's top 1-3 entries, given in rank order, into one results image.
+
+    Layout: three entries stand as a classic podium, 2nd-1st-3rd from left to right; two stand
+    1st-2nd; one stands alone. Every entry keeps its aspect ratio: the winner is 512 px tall and
+    the others 85 % of that, bottom-aligned so the winner stands taller. The whole podium shrinks
+    together if it would be wider than 2304 px. Each entry carries a rank badge ("1st", "2nd",
+    "3rd" in gold, silver, bronze) in its top-left corner and a step in the same colour under it;
+    under that, its label (``labels[i]`` for ``images[i]``, "" for none; folded to ASCII for the
+    built-in font and shortened with "..." to its column). Columns are at least half the winner's
+    height wide so badges and labels fit beside tall, narrow entries. Transparency is flattened
+    onto white, so an entry's edges show on the dark card. The result goes through
+    ``encode_to_fit``, so it respects ``limit_bytes`` and says how it was reduced.
+    """
+    if not 1 <= len(images) <= 3:
+        raise ValueError(f"podium takes 1 to 3 images, got {len(images)}")
+    if len(labels) != len(images):
+        raise ValueError(f"podium needs one label per image, got {len(labels)} for {len(images)}")
+    entries = [open_rgb(data) for data in images]
+    texts = [drawable_line(label) for label in labels]
+    order = _PODIUM_ORDER[len(entries)]
+
+    height = _PODIUM_HEIGHT
+    while True:
+        sizes = [_entry_size(entries[rank], height, rank) for rank in order]
+        width = _podium_width(sizes, height)
+        if width <= _PODIUM_MAX_WIDTH or height <= _PODIUM_MIN_HEIGHT:
+            break
+        # Every dimension is proportional to the height, so one rescale nearly lands; rounding
+        # may need a pixel or two more.
+        height = max(_PODIUM_MIN_HEIGHT, min(height - 1, math.floor(height * _PODIUM_MAX_WIDTH / width)))
+
+    pad, gutter = round(height * _PAD), round(height * _GUTTER)
+    step = max(2, round(height * _STEP))
+    label_font = ImageFont.load_default(size=max(10, round(height * _LABEL_SIZE)))
+    badge_font = ImageFont.load_default(size=max(10, round(height * _BADGE_SIZE)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_height = (
+        math.ceil(probe.textbbox((0, 0), "Hg", font=label_font, anchor="la")[3]) if any(texts) else 0
+    )
+    base = pad + height
+    canvas_height = base + step + (round(height * _LABEL_GAP) + label_height if label_height else 0) + pad
+
+    canvas = Image.new("RGB", (width, canvas_height), _PODIUM_BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    column_left = pad
+    for rank, size in zip(order, sizes, strict=True):
+        column = _column_width(size, height)
+        left = column_left + (column - size[0]) // 2
+        top = base - size[1]
+        entry = entries[rank]
+        canvas.paste(
+            entry if entry.size == size else entry.resize(size, Image.Resampling.LANCZOS), (left, top)
+        )
+        draw.rectangle([(left, base), (left + size[0] - 1, base + step - 1)], fill=_RANK_COLOURS[rank])
+        _draw_badge(draw, (left, top, size[0]), rank, badge_font, height)
+        if texts[rank]:
+            text = _fit_text(draw, texts[rank], label_font, column)
+            centre = column_left + column // 2
+            y = base + step + round(height * _LABEL_GAP)
+            draw.text((centre, y), text, font=label_font, fill=_PODIUM_TEXT, anchor="ma")
+        column_left += column + gutter
+    return encode_to_fit(canvas, fmt=fmt, limit_bytes=limit_bytes)
+
+
+def _entry_size(entry: Image.Image, height: int, rank: int) -> tuple[int, int]:
+    """Return the size an entry of ``rank`` (0-based) is drawn at on a podium ``height`` tall."""
+    entry_height = height if rank == 0 else max(1, round(height * _RUNNER_UP_SCALE))
+    return max(1, round(entry.width * entry_height / entry.height)), entry_height
+
+
+def _column_width(size: tuple[int, int], height: int) -> int:
+    return max(size[0], round(height * _MIN_COLUMN))
+
+
+def _podium_width(sizes: Sequence[tuple[int, int]], height: int) -> int:
+    columns = sum(_column_width(size, height) for size in sizes)
+    return 2 * round(height * _PAD) + columns + (len(sizes) - 1) * round(height * _GUTTER)
+
+
+def _draw_badge(
+    draw: ImageDraw.ImageDraw,
+    entry: tuple[int, int, int],
+    rank: int,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    height: int,
+) -> None:
+    """Draw a rank's badge in the top-left corner of the entry at ``(left, top, width)``."""
+    name = _RANK_NAMES[rank]
+    # The ink's own box, so the text sits centred in the badge whatever the font's bearings.
+    ink_left, ink_top, ink_right, ink_bottom = (round(v) for v in draw.textbbox((0, 0), name, font=font))
+    pad_x, pad_y = round((ink_bottom - ink_top) * 0.45), round((ink_bottom - ink_top) * 0.35)
+    badge_w, badge_h = ink_right - ink_left + 2 * pad_x, ink_bottom - ink_top + 2 * pad_y
+    left, top, width = entry
+    inset = max(2, round(height * _BADGE_INSET))
+    # On an entry too narrow for the badge, centre it rather than let it hang off one side.
+    x = left + inset if badge_w + 2 * inset <= width else left + (width - badge_w) // 2
+    y = top + inset
+    # A dark outline keeps a gold badge visible on a yellow picture.
+    outline = max(1, round(height / 256))
+    draw.rounded_rectangle(
+        (x, y, x + badge_w, y + badge_h),
+        radius=pad_y + 2,
+        fill=_RANK_COLOURS[rank],
+        outline=_BADGE_TEXT,
+        width=outline,
+    )
+    draw.text((x + pad_x - ink_left, y + pad_y - ink_top), name, font=font, fill=_BADGE_TEXT)
+
+
+def _fit_text(
+    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, room: float
+) -> str:
+    """Shorten ``text`` with "..." until it is at most ``room`` pixels wide."""
+    if draw.textlength(text, font=font) <= room:
+        return text
+    while text and draw.textlength(text + "...", font=font) > room:
+        text = text[:-1]
+    return text.rstrip() + "..."
+
+
+def drawable_line(text: str, drawable: Collection[str] = PRINTABLE_ASCII) -> str:
+    """Fold member-supplied text to one line of characters a font can draw ("" stays "").
+
+    "Zoë" becomes "Zoe", emoji and zero-width characters are dropped, other scripts become "?".
+    """
+    folded: list[str] = []
+    for char in unicodedata.normalize("NFKD", text.translate(_ASCII_FOLD)).translate(_ASCII_FOLD):
+        if char in drawable:
+            folded.append(char)
+        elif char.isspace():
+            # A newline or tab in a name would break the layout.
+            folded.append(" ")
+        elif unicodedata.category(char)[0] in "LN":
+            folded.append("?")
+        # Combining accents, emoji, variation selectors and zero-width joiners are dropped.
+    line = _UNKNOWN_RUN.sub("?", " ".join("".join(folded).split()))
+    # A name made only of emoji still deserves a mark.
+    return line or ("?" if text.strip() else "")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,7 +9,7 @@ import zlib
 from typing import Any
 
 import pytest
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image, ImageChops, ImageCms, ImageFile
 
 from bot import images
 from bot.errors import InvalidInput, RenderFailed
@@ -542,3 +542,180 @@ def test_thumbnail_can_be_png_and_keeps_alpha() -> None:
     result = decode(data)
     assert result.size == (64, 64)
     assert result.getpixel((3, 3))[3] == 0  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- podium
+
+GREEN = (0, 255, 0)
+# The rank colours a member sees: gold, silver, bronze.
+GOLD = (241, 196, 15)
+SILVER = (192, 192, 192)
+BRONZE = (205, 127, 50)
+PODIUM_HEIGHT = 512
+RUNNER_UP_HEIGHT = 435  # 85 % of the winner's height
+
+
+def entries(*specs: tuple[tuple[int, int, int], tuple[int, int]]) -> list[bytes]:
+    return [encode(solid(colour, size), "PNG") for colour, size in specs]
+
+
+def box_of(image: Image.Image, colour: tuple[int, int, int]) -> tuple[int, int, int, int] | None:
+    """Return the bounding box of the pixels within a few levels of ``colour``, or None."""
+    difference = ImageChops.difference(image.convert("RGB"), Image.new("RGB", image.size, colour))
+    red, green, blue = difference.split()
+    farthest = ImageChops.lighter(ImageChops.lighter(red, green), blue)
+    return farthest.point(lambda value: 255 if value <= 4 else 0).getbbox()
+
+
+def podium_image(result: images.Encoded) -> Image.Image:
+    image = decode(result.data)
+    assert image.size == (result.width, result.height)
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_a_podium_of_one_two_or_three_grows_wider_but_not_taller(fmt: str) -> None:
+    square = [(RED, (64, 64)), (GREEN, (64, 64)), (BLUE, (64, 64))]
+    results = [
+        images.podium(entries(*square[:count]), labels=["name"] * count, fmt=fmt, limit_bytes=8 * MiB)
+        for count in (1, 2, 3)
+    ]
+
+    assert [result.fmt for result in results] == [fmt] * 3
+    assert not any(result.reduced for result in results)
+    assert results[0].width < results[1].width < results[2].width <= 3 * 768
+    assert len({result.height for result in results}) == 1
+    assert all(podium_image(result).mode == "RGB" for result in results)
+
+
+def test_each_entry_keeps_its_aspect_ratio_and_the_winner_stands_in_the_middle() -> None:
+    data = entries((RED, (200, 100)), (GREEN, (100, 200)), (BLUE, (150, 100)))
+
+    image = podium_image(images.podium(data, labels=["", "", ""], fmt="png", limit_bytes=8 * MiB))
+
+    boxes = [box_of(image, colour) for colour in (RED, GREEN, BLUE)]
+    assert None not in boxes
+    sizes = [(right - left, bottom - top) for left, top, right, bottom in boxes]  # type: ignore[misc]
+    expected = [(1024, PODIUM_HEIGHT), (218, RUNNER_UP_HEIGHT), (652, RUNNER_UP_HEIGHT)]
+    for (width, height), (expected_width, expected_height) in zip(sizes, expected, strict=True):
+        assert abs(width - expected_width) <= 1
+        assert abs(height - expected_height) <= 1
+    lefts = [box[0] for box in boxes]  # type: ignore[index]
+    # Classic podium order, left to right: 2nd, 1st, 3rd; all standing on one baseline.
+    assert lefts[1] < lefts[0] < lefts[2]
+    assert len({box[3] for box in boxes}) == 1  # type: ignore[index]
+
+
+def test_two_entries_stand_winner_first() -> None:
+    data = entries((RED, (64, 64)), (GREEN, (64, 64)))
+
+    image = podium_image(images.podium(data, labels=["a", "b"], fmt="png", limit_bytes=8 * MiB))
+
+    red, green = box_of(image, RED), box_of(image, GREEN)
+    assert red is not None
+    assert green is not None
+    assert red[0] < green[0]
+
+
+def test_each_entry_wears_its_rank_badge_in_its_top_left_corner() -> None:
+    data = entries((RED, (64, 64)), (GREEN, (64, 64)), (BLUE, (64, 64)))
+
+    image = podium_image(images.podium(data, labels=["", "", ""], fmt="png", limit_bytes=8 * MiB))
+
+    for entry, badge in [(RED, GOLD), (GREEN, SILVER), (BLUE, BRONZE)]:
+        entry_box = box_of(image, entry)
+        assert entry_box is not None
+        # Cropped to the entry itself: the rank-coloured step under it is outside.
+        picture = image.crop(entry_box)
+        badge_box = box_of(picture, badge)
+        assert badge_box is not None, f"no {badge} badge on the {entry} entry"
+        left, top, right, bottom = badge_box
+        assert right < picture.width / 2
+        assert bottom < picture.height / 4
+        assert (right - left) * (bottom - top) > 1000
+
+
+def test_a_lone_winner_has_only_a_gold_badge() -> None:
+    image = podium_image(
+        images.podium(entries((BLUE, (64, 64))), labels=[""], fmt="png", limit_bytes=8 * MiB)
+    )
+
+    assert box_of(image, GOLD) is not None
+    assert box_of(image, SILVER) is None
+    assert box_of(image, BRONZE) is None
+
+
+def test_labels_are_drawn_under_the_entries() -> None:
+    data = entries((RED, (64, 64)), (GREEN, (64, 64)))
+
+    def draw(*labels: str) -> images.Encoded:
+        return images.podium(data, labels=labels, fmt="png", limit_bytes=8 * MiB)
+
+    alice, bob, unlabelled = draw("Alice", "Entry 2"), draw("Bob", "Entry 2"), draw("", "")
+
+    assert alice.data != bob.data
+    assert (alice.width, alice.height) == (bob.width, bob.height)
+    # Without any label the band under the entries is left out.
+    assert unlabelled.height < alice.height
+    assert unlabelled.width == alice.width
+
+
+def test_labels_are_folded_to_what_the_built_in_font_can_draw() -> None:
+    data = entries((RED, (64, 64)))
+
+    def draw(label: str) -> bytes:
+        return images.podium(data, labels=[label], fmt="png", limit_bytes=8 * MiB).data
+
+    assert draw("Zoë 🎨") == draw("Zoe")
+    assert draw("李小龙") == draw("?")
+    assert draw("🎨") == draw("?")
+    assert draw("A\nvery " + "long " * 40 + "name") != draw("Zoe")
+
+
+def test_a_podium_too_big_for_the_upload_limit_is_reduced_and_says_so() -> None:
+    data = [encode(noise(256, 256, seed=seed), "PNG") for seed in range(3)]
+
+    result = images.podium(data, labels=["a", "b", "c"], fmt="png", limit_bytes=200 * 2**10)
+
+    assert len(result.data) <= 200 * 2**10
+    assert result.reduced
+    assert "200 KiB" in result.note
+    podium_image(result)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_transparent_entries_are_flattened_onto_white(fmt: str) -> None:
+    clear = solid((0, 0, 0, 0), (64, 64), "RGBA")
+    clear.paste((255, 0, 0, 255), (0, 32, 64, 64))
+
+    result = images.podium([encode(clear, "PNG")], labels=["see-through"], fmt=fmt, limit_bytes=8 * MiB)
+
+    image = podium_image(result)
+    assert image.mode == "RGB"
+    red = box_of(image, RED)
+    assert red is not None
+    # The transparent upper half sits just above the red lower half, and is white.
+    assert close_to(image.getpixel(((red[0] + red[2]) // 2, red[1] - 64)), (255, 255, 255))  # type: ignore[arg-type]
+
+
+def test_very_wide_entries_shrink_together_to_the_width_cap() -> None:
+    data = entries((RED, (800, 100)), (GREEN, (800, 100)), (BLUE, (800, 100)))
+
+    result = images.podium(data, labels=["a", "b", "c"], fmt="png", limit_bytes=8 * MiB)
+
+    # One pixel of height is worth about 20 of width here, so the cap is met to within that.
+    assert 3 * 768 * 0.95 <= result.width <= 3 * 768
+    image = podium_image(result)
+    red, green = box_of(image, RED), box_of(image, GREEN)
+    assert red is not None
+    assert green is not None
+    assert abs((red[2] - red[0]) / (red[3] - red[1]) - 8) < 0.1
+    assert red[3] - red[1] > green[3] - green[1]
+
+
+@pytest.mark.parametrize(
+    ("count", "labels", "message"), [(0, 0, "1 to 3"), (4, 4, "1 to 3"), (2, 1, "label")]
+)
+def test_a_podium_needs_one_to_three_entries_with_a_label_each(count: int, labels: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        images.podium(entries(*[(RED, (64, 64))] * count), labels=["x"] * labels, fmt="png", limit_bytes=MiB)
