@@ -464,6 +464,14 @@ def _submissions_closed(challenge: Challenge, now: datetime) -> str | None:
     return None
 
 
+def not_made_here(challenge: Challenge) -> str:
+    """The answer for an image that was not generated and posted in the challenge's channel."""
+    return (
+        f"Only images Easel generated and posted in {_channel(challenge.channel_id)} can be entered in "
+        "this challenge. Generate one there with `/imagine`, then submit it."
+    )
+
+
 def check_submission(
     challenge: Challenge,
     entries_of_member: Sequence[Entry],
@@ -485,10 +493,7 @@ def check_submission(
     closed = _submissions_closed(challenge, now)
     if closed is not None:
         raise NotAllowed(closed)
-    only_here = (
-        f"Only images Easel generated and posted in {_channel(challenge.channel_id)} can be entered in "
-        "this challenge. Generate one there with `/imagine`, then submit it."
-    )
+    only_here = not_made_here(challenge)
     # Another guild's result gets the same answer as another channel's: nothing about it leaks.
     if job.guild_id != challenge.guild_id:
         raise NotAllowed(only_here)

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,31 @@ from typing import Any
 import aiosqlite
 
 from bot import quotas
+from bot.challenges import (
+    Challenge,
+    Entry,
+    NewChallenge,
+    Phase,
+    Ranked,
+    Standing,
+    SubmittedImage,
+    Vote,
+    VoteAction,
+    advance,
+    check_cancel,
+    check_disqualify,
+    check_start,
+    check_submission,
+    check_withdraw,
+    due_transition,
+    extend,
+    leaderboard,
+    not_made_here,
+    points,
+    tally,
+    vote_action,
+    winner,
+)
 from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.fairness import fair_order
 from bot.jobs import (
@@ -429,6 +454,321 @@ class Store:
             )
             return [_job_from_row(r) for r in await cur.fetchall()]
 
+    # -- challenges ------------------------------------------------------------------------------
+    # The rules live in bot.challenges; each method below loads what a rule needs, asks it and
+    # writes the answer in one transaction, so two requests at once cannot both pass a check.
+
+    async def current_season(self, guild_id: int, now: datetime | None = None) -> int:
+        """Return the id of the guild's current season, opening season 1 on first use."""
+        async with self._tx() as db:
+            season = await _latest_season(db, guild_id)
+            if season is None:
+                season = await _insert_season(db, guild_id, 1, 0, now or utcnow())
+            return season
+
+    async def start_season(self, guild_id: int, by: int, now: datetime | None = None) -> int:
+        """Open the guild's next season (everyone starts at zero) and return its id."""
+        async with self._tx() as db:
+            row = await (
+                await db.execute(
+                    "SELECT COALESCE(MAX(number), 0) FROM seasons WHERE guild_id = ?", (guild_id,)
+                )
+            ).fetchone()
+            number = (int(row[0]) if row else 0) + 1
+            season = await _insert_season(db, guild_id, number, by, now or utcnow())
+            log.info("guild %d -> season %d (id %d) by %d", guild_id, number, season, by)
+            return season
+
+    async def season_number(self, season_id: int) -> int:
+        """Return a season's number within its guild (1, 2, ...) for display."""
+        async with self._lock:
+            row = await (
+                await self._conn.execute("SELECT number FROM seasons WHERE id = ?", (season_id,))
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Season #{season_id} does not exist.")
+            return int(row[0])
+
+    async def start_challenge(self, new: NewChallenge) -> Challenge:
+        """Write a new challenge taking submissions, unless one already runs in its channel."""
+        async with self._tx() as db:
+            row = await (
+                await db.execute("SELECT guild_id FROM seasons WHERE id = ?", (new.season_id,))
+            ).fetchone()
+            if row is None or int(row[0]) != new.guild_id:
+                raise ValueError(f"season {new.season_id} is not a season of guild {new.guild_id}")
+            cur = await db.execute(
+                "SELECT * FROM challenges WHERE guild_id = ? AND channel_id = ? AND phase IN (?, ?)",
+                (new.guild_id, new.channel_id, *RUNNING_PHASES),
+            )
+            check_start(new.channel_id, [_challenge_from_row(r) for r in await cur.fetchall()])
+            cur = await db.execute(
+                """
+                INSERT INTO challenges (guild_id, channel_id, theme, phase, created_by, created_at, submit_until,
+                                        vote_until, season_id, entries_per_member, anonymous, votes_per_member,
+                                        shuffle)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    new.guild_id,
+                    new.channel_id,
+                    new.theme,
+                    Phase.SUBMISSIONS.value,
+                    new.created_by,
+                    _iso(new.created_at),
+                    _iso(new.submit_until),
+                    _iso(new.vote_until),
+                    new.season_id,
+                    new.entries_per_member,
+                    int(new.anonymous),
+                    new.votes_per_member,
+                    int(new.shuffle),
+                ),
+            )
+            assert cur.lastrowid is not None
+            log.info(
+                "challenge %d -> submissions (guild %d, channel %d)",
+                cur.lastrowid,
+                new.guild_id,
+                new.channel_id,
+            )
+            return await _get_challenge(db, cur.lastrowid)
+
+    async def challenge(self, challenge_id: int, guild_id: int) -> Challenge:
+        """Return a challenge of this guild; another guild's challenge is reported as not found."""
+        async with self._lock:
+            return await _find_challenge(self._conn, challenge_id, guild_id)
+
+    async def running_challenges(self) -> list[Challenge]:
+        """Return every challenge not yet ended, in all guilds, oldest first (for the deadline runner)."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT * FROM challenges WHERE phase IN (?, ?) ORDER BY id", RUNNING_PHASES
+            )
+            return [_challenge_from_row(r) for r in await cur.fetchall()]
+
+    async def open_challenge_in(self, guild_id: int, channel_id: int) -> Challenge | None:
+        """Return the challenge taking submissions in this channel, if there is one."""
+        async with self._lock:
+            row = await (
+                await self._conn.execute(
+                    "SELECT * FROM challenges WHERE guild_id = ? AND channel_id = ? AND phase = ?",
+                    (guild_id, channel_id, Phase.SUBMISSIONS.value),
+                )
+            ).fetchone()
+            return _challenge_from_row(row) if row else None
+
+    async def guild_challenges(self, guild_id: int, *, running_only: bool = False) -> list[Challenge]:
+        """Return a guild's challenges (only those not yet ended, if asked), oldest first."""
+        phases = RUNNING_PHASES if running_only else tuple(p.value for p in Phase)
+        async with self._lock:
+            cur = await self._conn.execute(
+                f"SELECT * FROM challenges WHERE guild_id = ? AND phase IN ({','.join('?' * len(phases))}) "
+                "ORDER BY id",
+                (guild_id, *phases),
+            )
+            return [_challenge_from_row(r) for r in await cur.fetchall()]
+
+    async def set_challenge_phase(
+        self, challenge_id: int, to: Phase, *, now: datetime | None = None
+    ) -> Challenge:
+        """Move a challenge to ``to``; a challenge already there is returned unchanged.
+
+        With ``now``, the move must be the one ``due_transition`` says is due, so a deadline runner
+        acting on a stale read (a moderator extended or cancelled meanwhile) changes nothing.
+        Finishing awards season points, exactly as ``finish_challenge`` does.
+        """
+        async with self._tx() as db:
+            challenge = await _get_challenge(db, challenge_id)
+            if challenge.phase is to:
+                return challenge
+            if now is not None:
+                due = due_transition(challenge, now, valid_entries=await _valid_entry_count(db, challenge_id))
+                if due is not to:
+                    raise NotAllowed(
+                        f"Challenge #{challenge_id} is {challenge.phase.value} and not due to become {to.value}."
+                    )
+            if to is Phase.FINISHED:
+                await _finish(db, challenge)
+                return await _get_challenge(db, challenge_id)
+            return await _set_phase(db, challenge, to)
+
+    async def extend_challenge(
+        self, challenge_id: int, guild_id: int, extra: timedelta, now: datetime
+    ) -> Challenge:
+        """Move the current phase's deadline ``extra`` later (submissions move voting along)."""
+        async with self._tx() as db:
+            extended = extend(await _find_challenge(db, challenge_id, guild_id), extra, now)
+            await db.execute(
+                "UPDATE challenges SET submit_until = ?, vote_until = ? WHERE id = ?",
+                (_iso(extended.submit_until), _iso(extended.vote_until), challenge_id),
+            )
+            log.info("challenge %d extended by %s", challenge_id, extra)
+            return extended
+
+    async def cancel_challenge(self, challenge_id: int, guild_id: int) -> Challenge:
+        """End a running challenge without results or points."""
+        async with self._tx() as db:
+            challenge = await _find_challenge(db, challenge_id, guild_id)
+            check_cancel(challenge)
+            return await _set_phase(db, challenge, Phase.CANCELLED)
+
+    async def set_announcement(self, challenge_id: int, message_id: int) -> None:
+        """Record the message that announced a challenge: after this it is never announced again."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE challenges SET announcement_message_id = ? WHERE id = ?", (message_id, challenge_id)
+            )
+
+    async def set_results_message(self, challenge_id: int, message_id: int) -> None:
+        """Record the message that shows a challenge's results: after this they are never posted again."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE challenges SET results_message_id = ? WHERE id = ?", (message_id, challenge_id)
+            )
+
+    async def results_message(self, challenge_id: int) -> int | None:
+        """Return the message that shows a challenge's results, or None while they are unposted."""
+        async with self._lock:
+            row = await (
+                await self._conn.execute(
+                    "SELECT results_message_id FROM challenges WHERE id = ?", (challenge_id,)
+                )
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Challenge #{challenge_id} does not exist.")
+            return None if row[0] is None else int(row[0])
+
+    async def set_gallery_message(self, entry_id: int, message_id: int) -> None:
+        """Record the gallery message that shows an entry: after this it is never posted again."""
+        async with self._tx() as db:
+            await db.execute("UPDATE entries SET gallery_message_id = ? WHERE id = ?", (message_id, entry_id))
+
+    async def submit_entry(
+        self, challenge_id: int, guild_id: int, user_id: int, job_id: int, image_index: int, now: datetime
+    ) -> Entry:
+        """Enter image ``image_index`` (1-based) of a job's result, if its provenance and the rules allow."""
+        async with self._tx() as db:
+            challenge = await _find_challenge(db, challenge_id, guild_id)
+            cur = await db.execute(
+                "SELECT * FROM entries WHERE challenge_id = ? AND user_id = ? ORDER BY id",
+                (challenge_id, user_id),
+            )
+            mine = [_entry_from_row(r) for r in await cur.fetchall()]
+            image = await _submitted_image(db, job_id, image_index, guild_id)
+            if image is None:
+                # A missing job and another guild's job get the answer for an image not made here,
+                # as NotFound: ids reveal nothing across guilds.
+                raise NotFound(not_made_here(challenge))
+            check_submission(challenge, mine, job=image, user_id=user_id, now=now)
+            cur = await db.execute(
+                "INSERT INTO entries (challenge_id, user_id, job_id, image_index, submitted_at) VALUES (?, ?, ?, ?, ?)",
+                (challenge_id, user_id, job_id, image_index, _iso(now)),
+            )
+            assert cur.lastrowid is not None
+            log.info(
+                "challenge %d: entry %d (job %d image %d) by %d",
+                challenge_id,
+                cur.lastrowid,
+                job_id,
+                image_index,
+                user_id,
+            )
+            return await _get_entry(db, cur.lastrowid)
+
+    async def withdraw_entry(self, entry_id: int, guild_id: int, user_id: int, now: datetime) -> Entry:
+        """Take back a member's own entry while submissions are open."""
+        async with self._tx() as db:
+            entry, challenge = await _find_entry(db, entry_id, guild_id)
+            check_withdraw(challenge, entry, user_id, now)
+            await db.execute("UPDATE entries SET withdrawn_at = ? WHERE id = ?", (_iso(now), entry_id))
+            log.info("challenge %d: entry %d withdrawn", challenge.id, entry_id)
+            return await _get_entry(db, entry_id)
+
+    async def disqualify_entry(self, entry_id: int, guild_id: int) -> Entry:
+        """Remove an entry from the competition; its voters get their votes back."""
+        async with self._tx() as db:
+            entry, challenge = await _find_entry(db, entry_id, guild_id)
+            check_disqualify(challenge, entry)
+            await db.execute("UPDATE entries SET disqualified = 1 WHERE id = ?", (entry_id,))
+            log.info("challenge %d: entry %d disqualified", challenge.id, entry_id)
+            return await _get_entry(db, entry_id)
+
+    async def entry(self, entry_id: int, guild_id: int) -> Entry:
+        """Return an entry of this guild; another guild's entry is reported as not found."""
+        async with self._lock:
+            entry, _ = await _find_entry(self._conn, entry_id, guild_id)
+            return entry
+
+    async def toggle_vote(self, entry_id: int, guild_id: int, voter_id: int, now: datetime) -> VoteAction:
+        """Add the member's vote for an entry, or take it back if they had voted for it; return which."""
+        async with self._tx() as db:
+            entry, challenge = await _find_entry(db, entry_id, guild_id)
+            cur = await db.execute(
+                f"SELECT v.* FROM votes v JOIN entries e ON e.id = v.entry_id "
+                f"WHERE e.challenge_id = ? AND v.voter_id = ? AND {VALID_ENTRY} ORDER BY v.at, v.entry_id",
+                (challenge.id, voter_id),
+            )
+            mine = [_vote_from_row(r) for r in await cur.fetchall()]
+            action = vote_action(challenge, entry, voter_id, mine, now)
+            if action is VoteAction.ADD:
+                await db.execute(
+                    "INSERT INTO votes (entry_id, voter_id, at) VALUES (?, ?, ?)",
+                    (entry_id, voter_id, _iso(now)),
+                )
+            else:
+                await db.execute(
+                    "DELETE FROM votes WHERE entry_id = ? AND voter_id = ?", (entry_id, voter_id)
+                )
+            return action
+
+    async def entries(self, challenge_id: int) -> list[Entry]:
+        """Return all of a challenge's entries, withdrawn and disqualified included, in submission order."""
+        async with self._lock:
+            return await _entries(self._conn, challenge_id)
+
+    async def votes(self, challenge_id: int) -> list[Vote]:
+        """Return the votes that count in a challenge: those on entries neither withdrawn nor disqualified."""
+        async with self._lock:
+            return await _counting_votes(self._conn, challenge_id)
+
+    async def vote_counts(self, challenge_id: int) -> dict[int, int]:
+        """Return each valid entry's id and how many votes count for it (0 included)."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                f"SELECT e.id, COUNT(v.voter_id) FROM entries e LEFT JOIN votes v ON v.entry_id = e.id "
+                f"WHERE e.challenge_id = ? AND {VALID_ENTRY} GROUP BY e.id ORDER BY e.id",
+                (challenge_id,),
+            )
+            return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+    async def finish_challenge(self, challenge_id: int, now: datetime | None = None) -> list[Ranked]:
+        """End voting, award season points and return the final standings.
+
+        Finishing a finished challenge again (a crash between this and posting the results)
+        returns the same standings and awards nothing more. With ``now``, voting must be over.
+        """
+        async with self._tx() as db:
+            challenge = await _get_challenge(db, challenge_id)
+            if challenge.phase is Phase.FINISHED:
+                return tally(await _entries(db, challenge_id), await _counting_votes(db, challenge_id))
+            if now is not None:
+                due = due_transition(challenge, now, valid_entries=await _valid_entry_count(db, challenge_id))
+                if due is not Phase.FINISHED:
+                    raise NotAllowed(
+                        f"Challenge #{challenge_id} is {challenge.phase.value} and not due to finish."
+                    )
+            return await _finish(db, challenge)
+
+    async def season_leaderboard(self, guild_id: int, season_id: int) -> list[Standing]:
+        """Return a season's standings in a guild: points, wins and challenges entered per member."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT user_id, points, won FROM season_points WHERE guild_id = ? AND season_id = ?",
+                (guild_id, season_id),
+            )
+            return leaderboard((int(r[0]), int(r[1]), int(r[2]), 1) for r in await cur.fetchall())
+
 
 async def _fetch_counts(db: aiosqlite.Connection, guild_id: int, user_id: int) -> tuple[int, int, int]:
     cur = await db.execute(
@@ -619,4 +959,184 @@ def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
         posted_channel_id=row["posted_channel_id"],
         cancel_requested=bool(row["cancel_requested"]),
         attempts=int(row["attempts"]),
+    )
+
+
+# -- challenges: helpers -------------------------------------------------------------------------
+
+RUNNING_PHASES = (Phase.SUBMISSIONS.value, Phase.VOTING.value)
+VALID_ENTRY = "e.withdrawn_at IS NULL AND e.disqualified = 0"  # on ``entries e``: the entry still competes
+
+
+def _iso(moment: datetime) -> str:
+    # Stored in UTC, so the text sorts in time order whatever zone the caller used.
+    return moment.astimezone(UTC).isoformat()
+
+
+def _when(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+async def _latest_season(db: aiosqlite.Connection, guild_id: int) -> int | None:
+    row = await (
+        await db.execute(
+            "SELECT id FROM seasons WHERE guild_id = ? ORDER BY number DESC LIMIT 1", (guild_id,)
+        )
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def _insert_season(db: aiosqlite.Connection, guild_id: int, number: int, by: int, now: datetime) -> int:
+    cur = await db.execute(
+        "INSERT INTO seasons (guild_id, number, started_at, started_by) VALUES (?, ?, ?, ?)",
+        (guild_id, number, _iso(now), by),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+async def _get_challenge(db: aiosqlite.Connection, challenge_id: int) -> Challenge:
+    row = await (await db.execute("SELECT * FROM challenges WHERE id = ?", (challenge_id,))).fetchone()
+    if row is None:
+        raise NotFound(f"Challenge #{challenge_id} does not exist.")
+    return _challenge_from_row(row)
+
+
+async def _find_challenge(db: aiosqlite.Connection, challenge_id: int, guild_id: int) -> Challenge:
+    challenge = await _get_challenge(db, challenge_id)
+    if challenge.guild_id != guild_id:
+        # Another guild's challenge is reported exactly like a missing one.
+        raise NotFound(f"Challenge #{challenge_id} does not exist.")
+    return challenge
+
+
+async def _set_phase(db: aiosqlite.Connection, challenge: Challenge, to: Phase) -> Challenge:
+    try:
+        moved = advance(challenge, to)
+    except ValueError:
+        raise NotAllowed(
+            f"Challenge #{challenge.id} is {challenge.phase.value} and cannot become {to.value}."
+        ) from None
+    await db.execute("UPDATE challenges SET phase = ? WHERE id = ?", (to.value, challenge.id))
+    log.info("challenge %d -> %s", challenge.id, to.value)
+    return moved
+
+
+async def _finish(db: aiosqlite.Connection, challenge: Challenge) -> list[Ranked]:
+    """Move ``challenge`` to finished and write its season points; return the standings."""
+    await _set_phase(db, challenge, Phase.FINISHED)
+    ranked = tally(await _entries(db, challenge.id), await _counting_votes(db, challenge.id))
+    won = winner(ranked)
+    # OR IGNORE: keyed by (challenge, member), so a retry can never count anyone twice.
+    await db.executemany(
+        "INSERT OR IGNORE INTO season_points (season_id, guild_id, user_id, challenge_id, points, won) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (challenge.season_id, challenge.guild_id, user_id, challenge.id, gained, int(user_id == won))
+            for user_id, gained in points(ranked).items()
+        ],
+    )
+    log.info("challenge %d: %d entries ranked, winner %s", challenge.id, len(ranked), won)
+    return ranked
+
+
+async def _valid_entry_count(db: aiosqlite.Connection, challenge_id: int) -> int:
+    row = await (
+        await db.execute(
+            f"SELECT COUNT(*) FROM entries e WHERE e.challenge_id = ? AND {VALID_ENTRY}", (challenge_id,)
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _submitted_image(
+    db: aiosqlite.Connection, job_id: int, image_index: int, guild_id: int
+) -> SubmittedImage | None:
+    """Read an image's provenance from the jobs table; None for a missing job or another guild's."""
+    row = await (await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))).fetchone()
+    if row is None:
+        return None
+    job = _job_from_row(row)
+    if job.guild_id != guild_id:
+        return None
+    return SubmittedImage(
+        job_id=job.id,
+        guild_id=job.guild_id,
+        channel_id=job.posted_channel_id if job.posted_channel_id is not None else job.channel_id,
+        user_id=job.user_id,
+        status_posted=job.status is JobStatus.POSTED,
+        image_count=len(job.images),
+        image_index=image_index,
+    )
+
+
+async def _get_entry(db: aiosqlite.Connection, entry_id: int) -> Entry:
+    row = await (await db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,))).fetchone()
+    if row is None:
+        raise NotFound(f"Entry #{entry_id} does not exist.")
+    return _entry_from_row(row)
+
+
+async def _find_entry(db: aiosqlite.Connection, entry_id: int, guild_id: int) -> tuple[Entry, Challenge]:
+    entry = await _get_entry(db, entry_id)
+    challenge = await _get_challenge(db, entry.challenge_id)
+    if challenge.guild_id != guild_id:
+        raise NotFound(f"Entry #{entry_id} does not exist.")
+    return entry, challenge
+
+
+async def _entries(db: aiosqlite.Connection, challenge_id: int) -> list[Entry]:
+    cur = await db.execute("SELECT * FROM entries WHERE challenge_id = ? ORDER BY id", (challenge_id,))
+    return [_entry_from_row(r) for r in await cur.fetchall()]
+
+
+async def _counting_votes(db: aiosqlite.Connection, challenge_id: int) -> list[Vote]:
+    cur = await db.execute(
+        f"SELECT v.* FROM votes v JOIN entries e ON e.id = v.entry_id "
+        f"WHERE e.challenge_id = ? AND {VALID_ENTRY} ORDER BY v.at, v.entry_id, v.voter_id",
+        (challenge_id,),
+    )
+    return [_vote_from_row(r) for r in await cur.fetchall()]
+
+
+def _challenge_from_row(row: sqlite3.Row | aiosqlite.Row) -> Challenge:
+    """Turn a ``challenges`` row into a Challenge: the one place that knows the column layout."""
+    return Challenge(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        channel_id=int(row["channel_id"]),
+        theme=str(row["theme"]),
+        phase=Phase(row["phase"]),
+        created_by=int(row["created_by"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        submit_until=datetime.fromisoformat(row["submit_until"]),
+        vote_until=datetime.fromisoformat(row["vote_until"]),
+        season_id=int(row["season_id"]),
+        entries_per_member=int(row["entries_per_member"]),
+        anonymous=bool(row["anonymous"]),
+        votes_per_member=row["votes_per_member"],
+        shuffle=bool(row["shuffle"]),
+        announcement_message_id=row["announcement_message_id"],
+    )
+
+
+def _entry_from_row(row: sqlite3.Row | aiosqlite.Row) -> Entry:
+    """Turn an ``entries`` row into an Entry."""
+    return Entry(
+        id=int(row["id"]),
+        challenge_id=int(row["challenge_id"]),
+        user_id=int(row["user_id"]),
+        job_id=int(row["job_id"]),
+        image_index=int(row["image_index"]),
+        submitted_at=datetime.fromisoformat(row["submitted_at"]),
+        withdrawn_at=_when(row["withdrawn_at"]),
+        disqualified=bool(row["disqualified"]),
+        gallery_message_id=row["gallery_message_id"],
+    )
+
+
+def _vote_from_row(row: sqlite3.Row | aiosqlite.Row) -> Vote:
+    """Turn a ``votes`` row into a Vote."""
+    return Vote(
+        entry_id=int(row["entry_id"]), voter_id=int(row["voter_id"]), at=datetime.fromisoformat(row["at"])
     )
