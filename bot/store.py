@@ -547,6 +547,15 @@ class Store:
             )
             return [_challenge_from_row(r) for r in await cur.fetchall()]
 
+    async def finished_without_results(self) -> list[Challenge]:
+        """Return finished challenges whose results were not posted yet (a crash came in between)."""
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT * FROM challenges WHERE phase = ? AND results_message_id IS NULL ORDER BY id",
+                (Phase.FINISHED.value,),
+            )
+            return [_challenge_from_row(r) for r in await cur.fetchall()]
+
     async def open_challenge_in(self, guild_id: int, channel_id: int) -> Challenge | None:
         """Return the challenge taking submissions in this channel, if there is one."""
         async with self._lock:
