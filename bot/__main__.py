@@ -7,8 +7,9 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import discord
@@ -17,11 +18,14 @@ from discord.gateway import DiscordWebSocket
 
 from bot import images
 from bot.app import EaselBot, Services
+from bot.challenge_board import DiscordBoard
 from bot.config import DiscordSettings, Settings, load_settings
+from bot.contests import ChallengeService
 from bot.delivery import Delivery
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
+from bot.jobs import utcnow
 from bot.moderation import Moderation
 from bot.queue import SqliteJobQueue
 from bot.renderers import openai as openai_renderer
@@ -74,8 +78,11 @@ def open_openai(settings: Settings) -> openai_renderer.OpenAIRenderer:
 
 
 @asynccontextmanager
-async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
-    """Open the store and renderers, build the bot around them, and close everything in reverse order."""
+async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> AsyncIterator[EaselBot]:
+    """Open the store and renderers, build the bot around them, and close everything in reverse order.
+
+    ``clock`` tells quotas and challenge deadlines the time (tests move it).
+    """
     async with AsyncExitStack() as stack:
         point_at(settings.discord)
         store = await stack.enter_async_context(Store.open(settings.storage.path))
@@ -118,7 +125,10 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
                 priced_models={"openai": settings.openai.model} if settings.openai.enabled else {},
                 moderate=openai.moderate if openai is not None else None,
                 audit=delivery.audit,
+                clock=clock,
             )
+            board = DiscordBoard(bot, store, files, output_format=settings.images.output_format)
+            contests = ChallengeService(store, moderation, board, clock=clock)
             worker = Worker(
                 queue,
                 store,
@@ -145,6 +155,7 @@ async def open_app(settings: Settings) -> AsyncIterator[EaselBot]:
                 delivery=delivery,
                 worker=worker,
                 moderation=moderation,
+                contests=contests,
             )
 
         bot = EaselBot(services)

@@ -14,6 +14,7 @@ from discord.ext import commands
 
 from bot.buttons import JobButton
 from bot.config import Settings
+from bot.contests import ChallengeService
 from bot.delivery import NO_MENTIONS, Delivery
 from bot.errors import EaselError
 from bot.generation import Generation
@@ -30,6 +31,7 @@ EXTENSIONS = (
     "cogs.status",
     "cogs.settings",
     "cogs.quota",
+    "cogs.challenges",
     "cogs.help",
 )
 
@@ -43,6 +45,7 @@ class Services:
     delivery: Delivery
     worker: Worker
     moderation: Moderation
+    contests: ChallengeService
 
 
 async def reply(interaction: discord.Interaction[Any], text: str) -> None:
@@ -142,6 +145,7 @@ class EaselBot(commands.AutoShardedBot):
             await self.load_extension(name)
         await self._sync_commands()
         await self.services.worker.start()
+        self.services.contests.run()
 
     async def _sync_commands(self) -> None:
         guild_ids = self.services.settings.discord.dev_guild_ids
@@ -157,6 +161,7 @@ class EaselBot(commands.AutoShardedBot):
 
     async def close(self) -> None:
         # Stop taking and rendering work before the connection the cogs use goes away.
+        await self.services.contests.stop()
         await self.services.worker.stop()
         for name in list(self.extensions):
             await self.unload_extension(name)

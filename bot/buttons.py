@@ -1,4 +1,4 @@
-"""Result buttons that survive restarts: custom ids carry a job id, state comes from the store."""
+"""Buttons that survive restarts: custom ids carry a job or entry id, state comes from the store."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bot.jobs import Job, JobKind
 NAMESPACE = "easel"
 # Discord caps custom ids at 100 characters; ours stay far below by carrying only ids.
 CUSTOM_ID_MAX = 100
-_PATTERN = re.compile(r"easel:(?P<action>[a-z]+):(?P<job>[1-9]\d{0,18})(?::(?P<index>[1-4]))?")
+_PATTERN = re.compile(r"easel:(?P<action>[a-z]+):(?P<target>[1-9]\d{0,18})(?::(?P<index>[1-4]))?")
 STALE = "This button is not one Easel recognises (it may be from an old version). Use /show with the job id instead."
 
 
@@ -28,26 +28,34 @@ class Action(enum.StrEnum):
     UPSCALE = "upscale"
     DELETE = "delete"
     CANCEL = "cancel"
+    SUBMIT = "submit"  # enter a result's image in the channel's challenge
+    VOTE = "vote"  # on a gallery entry
+    WITHDRAW = "withdraw"  # one's own entry, before submissions close
 
     @property
     def indexed(self) -> bool:
         """Whether the button names one image of a grid."""
         return self in (Action.PICK, Action.VARY)
 
+    @property
+    def for_challenges(self) -> bool:
+        """Whether the challenges cog handles the button (the results cog handles the rest)."""
+        return self in (Action.SUBMIT, Action.VOTE, Action.WITHDRAW)
+
 
 @dataclass(frozen=True)
 class ButtonRef:
-    """What a button's custom id says: an action on a job (and, for U/V, one image of it)."""
+    """What a button's custom id says: an action on a job or a challenge entry (for U/V, one image)."""
 
     action: Action
-    job_id: int
+    target: int  # a job id, or an entry id for VOTE and WITHDRAW
     index: int | None = None
 
     @property
     def custom_id(self) -> str:
         """The custom id Discord stores on the button."""
         suffix = f":{self.index}" if self.index is not None else ""
-        return f"{NAMESPACE}:{self.action.value}:{self.job_id}{suffix}"
+        return f"{NAMESPACE}:{self.action.value}:{self.target}{suffix}"
 
 
 def parse_custom_id(custom_id: str) -> ButtonRef:
@@ -62,7 +70,7 @@ def parse_custom_id(custom_id: str) -> ButtonRef:
     index = int(match["index"]) if match["index"] else None
     if action.indexed != (index is not None):
         raise InvalidInput(STALE)
-    return ButtonRef(action, int(match["job"]), index)
+    return ButtonRef(action, int(match["target"]), index)
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"easel:.*"):
@@ -105,8 +113,11 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"easel
         interaction.client.dispatch("easel_button", interaction, self.ref)
 
 
-def result_view(job: Job) -> discord.ui.View:
-    """Return the buttons under a job's result: U/V per image on a grid, Vary/Upscale on a single image."""
+def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
+    """Return the buttons under a job's result: U/V per image on a grid, Vary/Upscale on a single image.
+
+    ``submit`` adds a Submit button to a single image while its channel runs a challenge.
+    """
     view = discord.ui.View(timeout=None)
     if job.is_grid:
         for i in range(1, len(job.images) + 1):
@@ -117,6 +128,11 @@ def result_view(job: Job) -> discord.ui.View:
         view.add_item(JobButton(ButtonRef(Action.VARY, job.id, 1), label="Vary", emoji="🎲", row=0))
         if job.kind is not JobKind.UPSCALE:
             view.add_item(JobButton(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
+        if submit:
+            submit_ref = ButtonRef(Action.SUBMIT, job.id)
+            view.add_item(
+                JobButton(submit_ref, label="Submit", emoji="🏆", style=discord.ButtonStyle.success, row=0)
+            )
     if job.kind in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
         view.add_item(JobButton(ButtonRef(Action.REROLL, job.id), label="Reroll", emoji="🔄", row=2))
     view.add_item(
@@ -135,4 +151,22 @@ def cancel_view(job_id: int) -> discord.ui.View:
     """Return the Cancel button shown under a queued job."""
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton(ButtonRef(Action.CANCEL, job_id), label="Cancel", emoji="✖️"))
+    return view
+
+
+def vote_view(entry_id: int) -> discord.ui.View:
+    """Return the Vote button under a gallery entry."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(
+        JobButton(
+            ButtonRef(Action.VOTE, entry_id), label="Vote", emoji="⭐", style=discord.ButtonStyle.primary
+        )
+    )
+    return view
+
+
+def withdraw_view(entry_id: int) -> discord.ui.View:
+    """Return the Withdraw button shown to a member who just entered an image."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(ButtonRef(Action.WITHDRAW, entry_id), label="Withdraw", emoji="↩️"))
     return view

@@ -547,6 +547,18 @@ class Store:
             )
             return [_challenge_from_row(r) for r in await cur.fetchall()]
 
+    async def job_by_message(self, guild_id: int, message_id: int) -> Job:
+        """Return the job whose result is the message ``message_id`` in this guild (NotFound otherwise)."""
+        async with self._lock:
+            row = await (
+                await self._conn.execute(
+                    "SELECT * FROM jobs WHERE guild_id = ? AND message_id = ?", (guild_id, message_id)
+                )
+            ).fetchone()
+        if row is None:
+            raise NotFound("That message is not an Easel result in this server. Copy the link of a result.")
+        return _job_from_row(row)
+
     async def finished_without_results(self) -> list[Challenge]:
         """Return finished challenges whose results were not posted yet (a crash came in between)."""
         async with self._lock:

@@ -18,6 +18,9 @@ and so do members within a server.
 **/queue** — your waiting jobs, with Cancel buttons.
 **/show** `job` — post a job's result again, with working buttons.
 **/quota** — images you have left today and this week, and when they reset.
+**/challenge** `submit` / `withdraw` / `status` — prompt challenges: enter a result (or press its 🏆 Submit \
+button), vote with ⭐ in the gallery; moderators `start`, `extend`, `cancel`, `disqualify`, `new-season`.
+**/leaderboard** — this season's challenge standings.
 **/status** — backends, models and queues (moderators).
 **/settings** — set Easel up for this server: `show`, `set`, `reset`, `channel`, `role-quota`, \
 `exempt`, `block`, `ban`, `audit`, `moderator-role` (moderators).

@@ -24,6 +24,8 @@ class Results(commands.Cog):
     ) -> None:
         """Run the clicked action, answering any refusal ephemerally."""
         try:
+            if ref is not None and ref.action.for_challenges:
+                return  # the challenges cog answers these
             if ref is None:
                 await reply(interaction, STALE)
             elif ref.action is Action.DELETE:
@@ -38,30 +40,30 @@ class Results(commands.Cog):
     async def _new_job(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
         gen = self.services.generation
         # Check the job before acknowledging publicly, so a stale button gets a private answer only.
-        await gen.showable(requester(interaction), ref.job_id)
+        await gen.showable(requester(interaction), ref.target)
         who = requester(interaction, await defer_public(interaction))
         if ref.action is Action.PICK:
             assert ref.index is not None
-            job = await gen.pick(who, ref.job_id, ref.index)
+            job = await gen.pick(who, ref.target, ref.index)
             await self.services.delivery.deliver(job)
             return
         if ref.action is Action.VARY:
             assert ref.index is not None
-            job = await gen.vary(who, ref.job_id, ref.index)
+            job = await gen.vary(who, ref.target, ref.index)
         elif ref.action is Action.REROLL:
-            job = await gen.reroll(who, ref.job_id)
+            job = await gen.reroll(who, ref.target)
         else:
-            job = await gen.upscale(who, ref.job_id)
+            job = await gen.upscale(who, ref.target)
         await self.services.worker.announce(job)
 
     async def _delete(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
-        await self.services.generation.deletable(requester(interaction), ref.job_id)
+        await self.services.generation.deletable(requester(interaction), ref.target)
         await interaction.response.defer()
         if interaction.message is not None:
             await interaction.message.delete()
 
     async def _cancel(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
-        job = await self.services.generation.cancel(requester(interaction), ref.job_id)
+        job = await self.services.generation.cancel(requester(interaction), ref.target)
         if job.status is JobStatus.RUNNING and not self.services.worker.cancel_running(job.id):
             text = f"✖️ Job #{job.id} is already rendering: its result will be discarded. Nothing will be charged."
         else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from PIL import Image
 from bot.__main__ import open_app
 from bot.app import EaselBot
 from bot.config import Settings, parse_settings
+from bot.jobs import utcnow
 from tests.fakediscord import FakeDiscord, Interaction, Message
 from tests.fakeopenai import FakeOpenAI
 
@@ -56,6 +58,7 @@ class Harness:
     openai: FakeOpenAI
     data_dir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
+    clock: Callable[[], datetime] = utcnow
     bot: EaselBot | None = None
     _stack: contextlib.AsyncExitStack | None = None
     _task: asyncio.Task[None] | None = None
@@ -69,7 +72,7 @@ class Harness:
         """Start Easel through its composition root and wait until its commands are synced."""
         settings = self.settings
         self._stack = contextlib.AsyncExitStack()
-        self.bot = await self._stack.enter_async_context(open_app(settings))
+        self.bot = await self._stack.enter_async_context(open_app(settings, clock=self.clock))
         self._task = asyncio.create_task(self.bot.start(settings.discord.token.reveal()))
         await self.discord.wait_connected(timeout=15)
         # Commands go to the dev guilds when there are any, else globally (key None).
@@ -122,11 +125,13 @@ async def running(
     *,
     guilds: Sequence[tuple[int, int]] | None = None,
     age_restricted: Collection[int] = (),
+    clock: Callable[[], datetime] = utcnow,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """Start both test servers with ``guilds`` ((guild, channel) pairs; default A and B) and the bot.
 
-    ``age_restricted`` channels are marked NSFW on Discord; ``overrides`` are config sections.
+    ``age_restricted`` channels are marked NSFW on Discord; ``clock`` gives quotas and challenge
+    deadlines the time; ``overrides`` are config sections.
     """
     discord = FakeDiscord()
     openai = FakeOpenAI(api_key=OPENAI_KEY)
@@ -138,7 +143,7 @@ async def running(
             channels=[(channel_id, "art")],
             nsfw_channels=[channel_id] if channel_id in age_restricted else [],
         )
-    harness = Harness(discord, openai, tmp_path, dict(overrides))
+    harness = Harness(discord, openai, tmp_path, dict(overrides), clock)
     try:
         await harness.start_bot()
         yield harness

@@ -314,8 +314,10 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
     commands = easel.discord.commands[GUILD_A]
     names = [c["name"] for c in commands]
     assert sorted(names) == [
+        "challenge",
         "help",
         "imagine",
+        "leaderboard",
         "queue",
         "quota",
         "settings",
