@@ -10,9 +10,9 @@ Decisions, so the store, the cog and the tests agree:
   ``now < vote_until``. At the deadline instant itself the phase is over and its transition due.
   Deadlines are whole seconds, so the Discord timestamps members see are exact.
 - Downtime never moves a deadline. On start, call ``due_transition`` and apply its answer with
-  ``advance`` until it returns None: a challenge whose both deadlines passed while the bot was
-  down goes SUBMISSIONS → VOTING (its gallery is posted, so every entry is shown) and then
-  VOTING → FINISHED on the next call, one transition and one set of effects at a time. Votes cast
+  ``advance`` until it returns None, one transition at a time. A challenge whose both deadlines
+  passed while the bot was down goes SUBMISSIONS → VOTING → FINISHED in one catch-up: no gallery
+  is posted for a vote that can no longer happen, and the results list every entry. Votes cast
   before the downtime count; none could be cast during it.
 - A challenge that closes submissions with no valid entry goes straight to FINISHED ("no
   entries"): there is nothing to vote on. With one entry voting still runs; others may vote for

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # The runner sleeps until the next deadline, but wakes at least this often, so a clock that
 # jumps (a suspended host) or a missed poke delays a phase change by a minute at most.
 MAX_SLEEP_S = 60.0
+# On stop, a pass under way may finish for this long: a post whose message id is not stored yet
+# would be posted again after the restart, and Discord drops a repeated nonce for minutes only.
+STOP_GRACE_S = 10.0
 
 
 class Board(Protocol):
@@ -63,6 +66,7 @@ class ChallengeService:
         self._clock = clock
         self._tasks = TaskGroup("challenges")
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # -- moderators ----------------------------------------------------------------------------
 
@@ -194,10 +198,14 @@ class ChallengeService:
 
     def run(self) -> None:
         """Start processing deadlines in the background (first the ones missed while Easel was down)."""
+        self._stopping = False
         self._tasks.spawn(self._runner(), name="challenge-deadlines")
 
     async def stop(self) -> None:
-        """Stop processing deadlines; anything unfinished is resumed by the next start."""
+        """Stop processing deadlines after the post under way; anything unfinished is resumed by the next start."""
+        self._stopping = True
+        self._wake.set()
+        await self._tasks.wait(STOP_GRACE_S)
         await self._tasks.cancel_all()
 
     def poke(self) -> None:
@@ -209,11 +217,18 @@ class ChallengeService:
         now = self._clock()
         running = await self._store.running_challenges()
         for challenge in running:
+            if self._stopping:
+                break
             try:
                 await self._catch_up(challenge, now)
             except Exception:
                 log.exception("challenge %d: deadline processing failed; will retry", challenge.id)
+        handled = {challenge.id for challenge in running}
         for challenge in await self._store.finished_without_results():
+            if self._stopping:
+                break
+            if challenge.id in handled:
+                continue  # it finished in this pass, and its results were just tried
             try:
                 await self._post_results(challenge)
             except Exception:
@@ -224,7 +239,7 @@ class ChallengeService:
         return min(MAX_SLEEP_S, max(0.0, (min(deadlines) - now).total_seconds()))
 
     async def _runner(self) -> None:
-        while True:
+        while not self._stopping:
             # Cleared before the pass, so a poke that arrives during it is not lost.
             self._wake.clear()
             delay = await self.process_due()
@@ -252,6 +267,8 @@ class ChallengeService:
             await self._store.entries(challenge.id), challenge.shuffle, seed=challenge.id
         )
         for number, entry in enumerate(entries, start=1):
+            if self._stopping:
+                return  # the next start posts the rest
             if entry.gallery_message_id is None:
                 message_id = await self._board.show_entry(challenge, entry, number)
                 await self._store.set_gallery_message(entry.id, message_id)

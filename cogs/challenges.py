@@ -177,7 +177,8 @@ class Leaderboard(commands.Cog):
     async def leaderboard(self, interaction: discord.Interaction[EaselBot]) -> None:
         season, standings = await self.contests.leaderboard(requester(interaction))
         lines = [
-            f"{s.place}. <@{s.user_id}> — **{s.points}** points ({s.wins} wins, {s.entries} challenges)"
+            f"{s.place}. <@{s.user_id}> — **{s.points}** points "
+            f"({_count(s.wins, 'win')}, {_count(s.entries, 'challenge')})"
             for s in standings[:LEADERBOARD_ROWS]
         ]
         embed = discord.Embed(
@@ -189,6 +190,10 @@ class Leaderboard(commands.Cog):
             text="Points: 10 / 6 / 3 for the top three (with at least one vote), 1 for taking part"
         )
         await interaction.response.send_message(embed=embed, allowed_mentions=NO_MENTIONS)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 async def setup(bot: EaselBot) -> None:

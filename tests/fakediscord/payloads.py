@@ -300,7 +300,7 @@ def message_payload(
         "attachments": [attachment_payload(f) for f in msg.attachments],
         "embeds": resolve_embeds(msg.embeds, msg.attachments),
         "components": msg.components,
-        "pinned": False,
+        "pinned": msg.pinned,
         "flags": msg.flags,
     }
     if msg.guild_id is not None:

@@ -99,6 +99,7 @@ class Message:
     interaction_id: int | None = None
     webhook_id: int | None = None
     deleted: bool = False
+    pinned: bool = False
     edits: int = 0
     edit_times: list[float] = field(default_factory=list)
     history: list[Edit] = field(default_factory=list)

@@ -58,6 +58,10 @@ API_PREFIX = "/api/v10"
 # How long Discord remembers an enforce_nonce nonce ("the past few minutes").
 NONCE_WINDOW = 300.0
 SUPPRESS_NOTIFICATIONS = 1 << 12
+# Pinning needs Manage Messages, or since 2025 the separate Pin Messages permission.
+MANAGE_MESSAGES = 1 << 13
+PIN_MESSAGES = 1 << 51
+MAX_PINS = 250  # per channel, since Discord raised it from 50 in 2025
 # Callback types Discord accepts per interaction type (2 command, 3 component, 4 autocomplete, 5 modal).
 CALLBACK_TYPES = {2: {4, 5, 9, 12}, 3: {4, 5, 6, 7, 9, 12}, 4: {8}, 5: {4, 5, 6, 7}}
 FAILURE_BODIES: dict[int, dict[str, Any]] = {
@@ -199,6 +203,9 @@ class FakeDiscord:
                 self._channel_message,
                 True,
             ),
+            # discord.py 2.7 pins under /messages/pins; the older route is still served by Discord.
+            ("PUT DELETE", r"/channels/(?P<cid>\d+)/messages/pins/(?P<mid>\d+)", self._pin, True),
+            ("PUT DELETE", r"/channels/(?P<cid>\d+)/pins/(?P<mid>\d+)", self._pin, True),
             ("GET", r"/channels/(?P<cid>\d+)", self._get_channel, True),
             ("POST", r"/channels/(?P<cid>\d+)/typing", self._typing, True),
             ("GET", r"/guilds/(?P<gid>\d+)", self._get_guild, True),
@@ -1247,6 +1254,26 @@ class FakeDiscord:
         if msg is None or msg.channel_id != channel_id or msg.deleted or msg.ephemeral:
             raise unknown("Message", 10008)
         return await self._message_action(call, msg, guild.id)
+
+    async def _pin(self, call: _Call) -> web.StreamResponse:
+        channel_id = int(call.params["cid"])
+        self._find_channel(channel_id)
+        msg = self.messages.get(int(call.params["mid"]))
+        if msg is None or msg.channel_id != channel_id or msg.deleted or msg.ephemeral:
+            raise unknown("Message", 10008)
+        if not self.bot_permissions & (MANAGE_MESSAGES | PIN_MESSAGES):
+            raise ApiError(403, "Missing Permissions", 50013)
+        pinning = call.request.method == "PUT"
+        if (
+            pinning
+            and not msg.pinned
+            and sum(m.pinned for m in self.messages.values() if m.channel_id == channel_id) >= MAX_PINS
+        ):
+            raise ApiError(400, f"Maximum number of pins reached ({MAX_PINS})", 30003)
+        # Not modelled: the "pinned a message" system message and CHANNEL_PINS_UPDATE (Easel asks
+        # for neither message events nor reads system messages).
+        msg.pinned = pinning
+        return web.Response(status=204)
 
     async def _get_channel(self, call: _Call) -> web.StreamResponse:
         channel_id = int(call.params["cid"])
