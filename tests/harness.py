@@ -17,13 +17,16 @@ from bot.__main__ import open_app
 from bot.app import EaselBot
 from bot.config import Settings, parse_settings
 from bot.jobs import utcnow
-from tests.fakediscord import FakeDiscord, Interaction, Message
+from tests.fakediscord import DEFAULT_MEMBER_PERMISSIONS, FakeDiscord, Interaction, Message
 from tests.fakeopenai import FakeOpenAI
 
 GUILD_A, CHANNEL_A = 111_000_000_000_000_001, 111_000_000_000_000_101
 GUILD_B, CHANNEL_B = 222_000_000_000_000_002, 222_000_000_000_000_202
 ALICE, BOB, CAROL = 900_000_000_000_000_001, 900_000_000_000_000_002, 900_000_000_000_000_003
 OPENAI_KEY = "sk-test-e2e-0123456789abcdef"
+MANAGE_GUILD = 1 << 5
+MODERATOR = DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD
+NO_PINGS = {"parse": []}
 
 
 def settings_for(
@@ -111,6 +114,40 @@ class Harness:
         await self.discord.wait_for(done, timeout=timeout)
         assert interaction.original is not None
         return interaction.original
+
+
+async def command(
+    easel: Harness,
+    name: str,
+    *,
+    user: int = CAROL,
+    permissions: int = MODERATOR,
+    guild: int = GUILD_A,
+    where: int | None = None,
+    roles: list[int] | None = None,
+    **options: Any,
+) -> Interaction:
+    """Send a slash command (by default as CAROL, a moderator, in guild A's channel) and wait for its answer."""
+    inter = await easel.discord.slash(
+        guild_id=guild,
+        channel_id=where or (CHANNEL_A if guild == GUILD_A else CHANNEL_B),
+        user_id=user,
+        name=name,
+        options=options,
+        permissions=permissions,
+        roles=roles,
+    )
+    await inter.wait_callback()
+    return inter
+
+
+async def said(easel: Harness, name: str, **kwargs: Any) -> str:
+    """Send a command that answers at once and privately; return what it said."""
+    inter = await command(easel, name, **kwargs)
+    assert inter.original is not None, easel.discord.dump()
+    assert inter.original.ephemeral
+    assert inter.original.allowed_mentions == NO_PINGS
+    return inter.original.content
 
 
 def image_of(message: Message) -> Image.Image:

@@ -19,14 +19,24 @@ import pytest
 from PIL import Image
 
 from tests.fakediscord import DEFAULT_MEMBER_PERMISSIONS, Interaction, Message
-from tests.harness import ALICE, BOB, CAROL, CHANNEL_A, CHANNEL_B, GUILD_A, GUILD_B, Harness, running
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHANNEL_A,
+    CHANNEL_B,
+    GUILD_A,
+    GUILD_B,
+    NO_PINGS,
+    Harness,
+    command,
+    running,
+    said,
+)
 
 DAVE = 900_000_000_000_000_004
-MANAGE_GUILD = 1 << 5
 MANAGE_MESSAGES = 1 << 13
-MODERATOR = DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD
 MEMBER = DEFAULT_MEMBER_PERMISSIONS
-NO_PINGS = {"parse": []}
 STARTED = re.compile(r"Challenge #(\d+) started")
 
 
@@ -75,33 +85,6 @@ async def settle(easel: Harness) -> None:
     """
     assert easel.bot is not None
     await easel.bot.services.contests.process_due()
-
-
-async def command(
-    easel: Harness,
-    name: str,
-    *,
-    user: int = CAROL,
-    permissions: int = MODERATOR,
-    guild: int = GUILD_A,
-    where: int = CHANNEL_A,
-    **options: Any,
-) -> Interaction:
-    """Send a slash command (by default as CAROL, a moderator, in guild A) and wait for its answer."""
-    inter = await easel.discord.slash(
-        guild_id=guild, channel_id=where, user_id=user, name=name, options=options, permissions=permissions
-    )
-    await inter.wait_callback()
-    return inter
-
-
-async def said(easel: Harness, name: str, **kwargs: Any) -> str:
-    """Send a command that answers at once and privately; return what it said."""
-    inter = await command(easel, name, **kwargs)
-    assert inter.original is not None, easel.discord.dump()
-    assert inter.original.ephemeral
-    assert inter.original.allowed_mentions == NO_PINGS
-    return inter.original.content
 
 
 async def start(easel: Harness, theme: str = "a lighthouse in a storm", **options: Any) -> int:

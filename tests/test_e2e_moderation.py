@@ -11,11 +11,21 @@ from typing import Any
 import pytest
 
 from tests.fakediscord import DEFAULT_MEMBER_PERMISSIONS, Interaction, Message
-from tests.harness import ALICE, BOB, CAROL, CHANNEL_A, GUILD_A, Harness, running
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHANNEL_A,
+    GUILD_A,
+    MANAGE_GUILD,
+    MODERATOR,
+    NO_PINGS,
+    Harness,
+    command,
+    running,
+    said,
+)
 
-MANAGE_GUILD = 1 << 5
-MODERATOR = DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD
-NO_PINGS = {"parse": []}
 RESET_TIME = re.compile(r"<t:\d+:R>")
 
 
@@ -24,39 +34,6 @@ async def easel(tmp_path: Path) -> AsyncIterator[Harness]:
     # A member may have many jobs in flight, so only quotas and cooldowns refuse in these tests.
     async with running(tmp_path, queue={"max_per_member": 20}) as harness:
         yield harness
-
-
-async def command(
-    easel: Harness,
-    name: str,
-    *,
-    user: int = CAROL,
-    permissions: int = MODERATOR,
-    where: int = CHANNEL_A,
-    roles: list[int] | None = None,
-    **options: Any,
-) -> Interaction:
-    """Send a slash command (by default as CAROL, a moderator) and wait for its first answer."""
-    inter = await easel.discord.slash(
-        guild_id=GUILD_A,
-        channel_id=where,
-        user_id=user,
-        name=name,
-        options=options,
-        permissions=permissions,
-        roles=roles,
-    )
-    await inter.wait_callback()
-    return inter
-
-
-async def said(easel: Harness, name: str, **kwargs: Any) -> str:
-    """Send a command that answers at once, privately, and return what it said."""
-    inter = await command(easel, name, **kwargs)
-    assert inter.original is not None, easel.discord.dump()
-    assert inter.original.ephemeral
-    assert inter.original.allowed_mentions == NO_PINGS
-    return inter.original.content
 
 
 async def refusal(easel: Harness, inter: Interaction) -> str:
