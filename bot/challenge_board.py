@@ -16,7 +16,7 @@ import discord
 
 from bot import challenges, images
 from bot.buttons import vote_view
-from bot.challenges import Challenge, Entry, Ranked
+from bot.challenges import Challenge, Entry, Phase, Ranked
 from bot.delivery import NO_MENTIONS
 from bot.files import ImageFiles
 from bot.store import Store
@@ -41,17 +41,22 @@ class DiscordBoard:
 
     async def announce(self, challenge: Challenge) -> int:
         """Post the announcement and pin it when Easel may."""
-        embed = discord.Embed(
-            title=f"🏆 Challenge: {discord.utils.escape_markdown(challenge.theme)[:THEME_TITLE_MAX]}",
-            description=challenges.rules_text(challenge),
-            colour=COLOUR,
-        )
-        embed.set_footer(text=f"Challenge #{challenge.id} · /challenge status")
-        message = await self._send(challenge, f"easel-ca{challenge.id}", embed=embed)
+        message = await self._send(challenge, f"easel-ca{challenge.id}", embed=_announcement(challenge))
         with contextlib.suppress(discord.HTTPException):
             # Pinning needs Manage Messages; without it the announcement simply stays unpinned.
             await message.pin(reason=f"Easel challenge #{challenge.id}")
         return message.id
+
+    async def update_announcement(self, challenge: Challenge) -> None:
+        """Show new deadlines or the end on the announcement, and unpin it once the challenge ended."""
+        if challenge.announcement_message_id is None:
+            return
+        channel = self._client.get_partial_messageable(challenge.channel_id, guild_id=challenge.guild_id)
+        message = channel.get_partial_message(challenge.announcement_message_id)
+        await message.edit(embed=_announcement(challenge), allowed_mentions=NO_MENTIONS)
+        if challenge.phase.ended:
+            with contextlib.suppress(discord.HTTPException):
+                await message.unpin(reason=f"Easel challenge #{challenge.id} ended")
 
     async def show_entry(self, challenge: Challenge, entry: Entry, number: int) -> int:
         """Post one entry of the gallery with its Vote button."""
@@ -111,3 +116,14 @@ class DiscordBoard:
         # The nonce makes Discord drop a repeat of this post, closing the window between a send
         # and the store recording it.
         return await channel.send(nonce=nonce, allowed_mentions=NO_MENTIONS, **fields)
+
+
+def _announcement(challenge: Challenge) -> discord.Embed:
+    ended = {Phase.FINISHED: " (finished)", Phase.CANCELLED: " (cancelled)"}.get(challenge.phase, "")
+    embed = discord.Embed(
+        title=f"🏆 Challenge: {discord.utils.escape_markdown(challenge.theme)[:THEME_TITLE_MAX]}{ended}",
+        description=challenges.rules_text(challenge),
+        colour=COLOUR if not challenge.phase.ended else discord.Colour.dark_grey(),
+    )
+    embed.set_footer(text=f"Challenge #{challenge.id} · /challenge status")
+    return embed

@@ -48,6 +48,10 @@ class Board(Protocol):
         """Post the winners (podium image, ranked list, tiebreak rule); return its message id."""
         ...
 
+    async def update_announcement(self, challenge: Challenge) -> None:
+        """Show changed deadlines, or the end, on the announcement."""
+        ...
+
 
 class ChallengeService:
     """Prompt challenges: moderators run them, members enter and vote, deadlines move them on."""
@@ -115,6 +119,7 @@ class ChallengeService:
         extra = challenges.parse_duration(duration)
         challenge = await self._store.extend_challenge(challenge_id, who.guild_id, extra, self._clock())
         self.poke()
+        await self._refresh(challenge)
         return challenge
 
     async def cancel(self, who: Requester, challenge_id: int) -> Challenge:
@@ -123,6 +128,7 @@ class ChallengeService:
         challenge = await self._store.cancel_challenge(challenge_id, who.guild_id)
         await self._moderation.audit(who.guild_id, f"🏆 <@{who.user_id}> cancelled challenge #{challenge_id}")
         self.poke()
+        await self._refresh(challenge)
         return challenge
 
     async def disqualify(self, who: Requester, entry_id: int) -> Entry:
@@ -279,3 +285,11 @@ class ChallengeService:
         ranked = await self._store.finish_challenge(challenge.id)
         message_id = await self._board.announce_results(challenge, ranked)
         await self._store.set_results_message(challenge.id, message_id)
+        await self._refresh(await self._store.challenge(challenge.id, challenge.guild_id))
+
+    async def _refresh(self, challenge: Challenge) -> None:
+        """Bring the announcement up to date; a failure leaves it stale, which only costs accuracy."""
+        try:
+            await self._board.update_announcement(challenge)
+        except Exception:
+            log.warning("challenge %d: could not update the announcement", challenge.id, exc_info=True)

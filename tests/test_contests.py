@@ -39,6 +39,7 @@ class Board:
         self.posts: list[tuple[str, int, int | None]] = []
         self.failing = False
         self.results: list[list[tuple[int, int]]] = []
+        self.updates: list[tuple[int, Phase, datetime | None]] = []
 
     def _post(self, kind: str, challenge: Challenge, entry: int | None = None) -> int:
         if self.failing:
@@ -55,6 +56,9 @@ class Board:
     async def announce_results(self, challenge: Challenge, ranked: Sequence[Ranked]) -> int:
         self.results.append([(r.entry.user_id, r.votes) for r in ranked])
         return self._post("results", challenge)
+
+    async def update_announcement(self, challenge: Challenge) -> None:
+        self.updates.append((challenge.id, challenge.phase, challenge.deadline))
 
 
 def who(user: int, *, mod: bool = False) -> Requester:
@@ -106,6 +110,7 @@ async def test_a_whole_challenge_runs_on_its_deadlines(store: Store, board: Boar
     clock.move(hours=1)
     await contests.process_due()
     assert board.results == [[(BOB, 2), (ALICE, 0)]]
+    assert board.updates[-1][:2] == (challenge.id, Phase.FINISHED)  # the announcement says it ended
     assert (await store.challenge(challenge.id, GUILD)).phase is Phase.FINISHED
     season, standings = await contests.leaderboard(who(ALICE))
     assert season == 1
@@ -164,10 +169,13 @@ async def test_an_extension_moves_the_deadline_and_a_cancel_posts_no_results(
     challenge = await contests.start(who(MOD, mod=True), theme="snow", submit_for="1h", vote_for="1h")
     await contests.submit(who(ALICE), CHANNEL, (await posted_result(store, ALICE)).id)
     await contests.extend(who(MOD, mod=True), challenge.id, "2h")
+    # The announcement shows the new deadline.
+    assert board.updates == [(challenge.id, Phase.SUBMISSIONS, challenge.submit_until + timedelta(hours=2))]
     clock.move(hours=1, minutes=30)
     await contests.process_due()
     assert (await store.challenge(challenge.id, GUILD)).phase is Phase.SUBMISSIONS
     await contests.cancel(who(MOD, mod=True), challenge.id)
+    assert board.updates[-1][:2] == (challenge.id, Phase.CANCELLED)
     clock.move(days=1)
     await contests.process_due()
     assert [kind for kind, _, _ in board.posts] == ["announce"]

@@ -272,6 +272,9 @@ async def test_a_whole_challenge_from_start_to_leaderboard(easel: Harness, clock
 
     assert "Voting closed" in await answer(easel, by_user[BOB], "Vote", CAROL)
     assert "Finished" in await said(easel, "challenge status", challenge=challenge)
+    # The announcement says the challenge ended and leaves the pins.
+    await easel.discord.wait_for(lambda: not announcement.pinned)
+    assert announcement.embeds[0]["title"].endswith("(finished)")
 
     board = await command(easel, "leaderboard", user=DAVE, permissions=MEMBER)
     assert board.original is not None
@@ -435,6 +438,9 @@ async def test_moderators_extend_disqualify_and_cancel_and_members_cannot_start(
     )
     extended = await said(easel, "challenge extend", challenge=challenge, duration="2h")
     assert f"<t:{int((opened + timedelta(hours=3)).timestamp())}:R>" in extended
+    # The announcement shows the new deadline too.
+    [announced] = posts(easel, "announcement")
+    assert f"<t:{int((opened + timedelta(hours=3)).timestamp())}:" in announced.embeds[0]["description"]
 
     # Past the first deadline, submissions are still open: the extension counts.
     advance(easel, clock, hours=1, minutes=30)
