@@ -175,10 +175,6 @@ class ChallengeService:
         """Vote for an entry, or take the vote back when the member already voted for it."""
         return await self._store.toggle_vote(entry_id, who.guild_id, who.user_id, self._clock())
 
-    async def open_in(self, guild_id: int, channel_id: int) -> Challenge | None:
-        """The challenge taking submissions in a channel, if any (results show a Submit button then)."""
-        return await self._store.open_challenge_in(guild_id, channel_id)
-
     async def status(self, who: Requester, challenge_id: int | None = None) -> str:
         """The phase, deadlines and counts of one challenge, or of every running one in the guild."""
         if challenge_id is not None:

@@ -715,12 +715,6 @@ class Store:
             log.info("challenge %d: entry %d disqualified", challenge.id, entry_id)
             return await _get_entry(db, entry_id)
 
-    async def entry(self, entry_id: int, guild_id: int) -> Entry:
-        """Return an entry of this guild; another guild's entry is reported as not found."""
-        async with self._lock:
-            entry, _ = await _find_entry(self._conn, entry_id, guild_id)
-            return entry
-
     async def toggle_vote(self, entry_id: int, guild_id: int, voter_id: int, now: datetime) -> VoteAction:
         """Add the member's vote for an entry, or take it back if they had voted for it; return which."""
         async with self._tx() as db:
