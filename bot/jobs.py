@@ -43,11 +43,6 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def terminal(self) -> bool:
-        """Whether nothing more will happen to a job in this state."""
-        return self in (JobStatus.POSTED, JobStatus.FAILED, JobStatus.CANCELLED)
-
 
 # Every allowed transition; the store refuses anything else, so a bug cannot post a
 # cancelled job or re-render a posted one.
