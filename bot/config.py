@@ -107,10 +107,6 @@ class LocalSettings:
         """Whether the local backend is configured."""
         return bool(self.model)
 
-    def batch_limit(self, width: int, height: int) -> int:
-        """The most images one pipeline call renders at this size."""
-        return dict(self.max_batch_by_size).get((width, height), self.max_batch)
-
 
 @dataclass(frozen=True)
 class StorageSettings:

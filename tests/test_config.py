@@ -11,6 +11,7 @@ from bot.__main__ import check_openai, main
 from bot.config import DEFAULT_PRICES, LocalSettings, Secret, load_settings, parse_settings
 from bot.errors import ConfigError
 from bot.quotas import PriceTable
+from bot.renderers.base import Capabilities
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,13 +111,19 @@ def parse_local(toml: str, base_dir: Path = Path(".")) -> LocalSettings:
     return parse_settings(tomllib.loads(toml), {"DISCORD_TOKEN": "t"}, base_dir=base_dir).local
 
 
+def batch_limit(local: LocalSettings, width: int, height: int) -> int:
+    """The batch limit the local renderer offers for these settings (its capabilities use them as is)."""
+    caps = Capabilities(sizes=(), max_batch=local.max_batch, batch_by_size=local.max_batch_by_size)
+    return caps.batch_limit(width, height)
+
+
 def test_the_local_backend_is_off_without_a_model() -> None:
     local = parse_local("[local]\n")
     assert local == LocalSettings()
     assert not local.enabled
     assert local.allow_download is False
     assert local.device == "auto"
-    assert local.batch_limit(512, 512) == 4
+    assert batch_limit(local, 512, 512) == 4
 
 
 def test_a_relative_model_folder_starts_at_the_config_file(tmp_path: Path) -> None:
@@ -135,9 +142,9 @@ def test_a_model_id_that_is_no_path_is_kept_for_the_hub_cache(tmp_path: Path) ->
 def test_batch_limits_per_size() -> None:
     local = parse_local('[local]\nmax_batch = 3\nmax_batch_by_size = { "1024x1024" = 1, "832x1280" = 2 }\n')
     assert local.max_batch_by_size == (((1024, 1024), 1), ((832, 1280), 2))
-    assert local.batch_limit(1024, 1024) == 1
-    assert local.batch_limit(832, 1280) == 2
-    assert local.batch_limit(1280, 832) == 3
+    assert batch_limit(local, 1024, 1024) == 1
+    assert batch_limit(local, 832, 1280) == 2
+    assert batch_limit(local, 1280, 832) == 3
 
 
 def test_a_single_file_checkpoint_loads_with_its_config_folder(tmp_path: Path) -> None:
