@@ -161,11 +161,11 @@ class ChallengeService:
 
     async def submit_link(self, who: Requester, link: str, image_index: int = 1) -> Entry:
         """Enter a result by its message link, in the challenge open in the result's channel."""
-        guild_id, channel_id, message_id = challenges.parse_message_link(link)
+        guild_id, _channel_id, message_id = challenges.parse_message_link(link)
         if guild_id != who.guild_id:
             raise NotFound("That message is not an Easel result in this server. Copy the link of a result.")
         job = await self._store.job_by_message(who.guild_id, message_id)
-        return await self.submit(who, job.posted_channel_id or channel_id, job.id, image_index)
+        return await self.submit(who, job.posted_in, job.id, image_index)
 
     async def withdraw(self, who: Requester, entry_id: int) -> Entry:
         """Take back one's own entry before submissions close."""

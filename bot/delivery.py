@@ -114,8 +114,9 @@ class Delivery:
             embed.add_field(name="Note", value=encoded.note, inline=False)
         embed.set_image(url=f"attachment://{filename}")
         embed.set_footer(text=f"Job #{job.id} · /show job:{job.id}")
-        channel = job.posted_channel_id or job.channel_id
-        open_here = not job.is_grid and await self._store.open_challenge_in(job.guild_id, channel) is not None
+        open_here = (
+            not job.is_grid and await self._store.open_challenge_in(job.guild_id, job.posted_in) is not None
+        )
         return ResultMessage(embed, encoded, filename, result_view(job, submit=open_here))
 
     async def deliver(self, job: Job) -> Job:

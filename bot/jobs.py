@@ -136,6 +136,11 @@ class Job:
         """Whether the result shows several images (and so U/V buttons)."""
         return len(self.images) > 1
 
+    @property
+    def posted_in(self) -> int:
+        """The channel the result was posted in (the request's channel until it is posted)."""
+        return self.posted_channel_id if self.posted_channel_id is not None else self.channel_id
+
 
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""

@@ -1077,7 +1077,7 @@ async def _submitted_image(
     return SubmittedImage(
         job_id=job.id,
         guild_id=job.guild_id,
-        channel_id=job.posted_channel_id if job.posted_channel_id is not None else job.channel_id,
+        channel_id=job.posted_in,
         user_id=job.user_id,
         status_posted=job.status is JobStatus.POSTED,
         image_count=len(job.images),
