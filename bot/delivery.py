@@ -18,12 +18,11 @@ from bot.files import ImageFiles
 from bot.jobs import Job, JobKind, JobStatus, utcnow
 from bot.renderers.base import Progress
 from bot.store import Store
+from bot.text import describe, short_prompt
 
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
-# Embed descriptions hold 4,096 characters; status lines quote a shortened prompt.
-STATUS_PROMPT_CHARS = 200
 PROGRESS_BAR = 10
 AGE_RESTRICTABLE = (
     discord.TextChannel,
@@ -39,26 +38,6 @@ TITLES = {
     JobKind.UPSCALE: "Upscale 2×",
     JobKind.PICK: "Single image",
 }
-
-
-def escape(text: str) -> str:
-    """Show member text literally: no markdown, no mentions (allowed mentions are off as well)."""
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
-
-
-def describe(job: Job) -> str:
-    """Return a job's prompt as the result shows it (an uploaded image's variation may have none)."""
-    parts = [escape(job.params.prompt)] if job.params.prompt else []
-    if job.params.extra_prompt:
-        parts.append(f"*Variation:* {escape(job.params.extra_prompt)}")
-    return "\n".join(parts) or "*Variation of an uploaded image*"
-
-
-def short_prompt(job: Job) -> str:
-    """Return the job's prompt cut to a status-line length, escaped."""
-    text = job.params.prompt or job.params.extra_prompt or "an uploaded image"
-    cut = text if len(text) <= STATUS_PROMPT_CHARS else text[: STATUS_PROMPT_CHARS - 1] + "…"
-    return escape(cut)
 
 
 @dataclass(frozen=True)

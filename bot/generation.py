@@ -16,11 +16,11 @@ from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.renderers.base import Capabilities, Operation, Renderer
 from bot.store import Store
+from bot.text import short_prompt
 
 PROMPT_MAX = 1000
 NEGATIVE_MAX = 500
 SEED_MAX = 2**32 - 1
-MARKDOWN = frozenset("\\*_~`|>#[]()-")
 ASPECTS = {"square": 1.0, "portrait": 2 / 3, "landscape": 3 / 2}
 
 
@@ -259,7 +259,7 @@ class Generation:
         await self._moderation.audit(
             who.guild_id,
             f"🎨 <@{who.user_id}> · job #{job.id} · {kind.value} on `{backend}` · cost {admission.cost}{price}"
-            f" · {plain(params.prompt or params.extra_prompt or 'an uploaded image')}",
+            f" · {short_prompt(job)}",
         )
         return job
 
@@ -313,12 +313,6 @@ class Generation:
         if not 1 <= count <= min(4, caps.max_count):
             raise InvalidInput(f"count must be between 1 and {min(4, caps.max_count)}.")
         return count
-
-
-def plain(text: str, limit: int = 200) -> str:
-    """Member text for a log-like line: markdown and mentions shown literally, cut to ``limit``."""
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return "".join("\\" + c if c in MARKDOWN else c for c in text).replace("@", "@\u200b")
 
 
 def _clean(text: str, field: str, limit: int, *, required: bool = False) -> str:

@@ -8,7 +8,8 @@ from discord.ext import commands
 
 from bot.app import EaselBot, requester
 from bot.buttons import Action, ButtonRef, JobButton
-from bot.delivery import NO_MENTIONS, short_prompt
+from bot.delivery import NO_MENTIONS
+from bot.text import short_prompt
 
 # Discord allows 25 buttons on a message (5 rows of 5).
 MAX_BUTTONS = 25
