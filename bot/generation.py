@@ -94,7 +94,8 @@ class Generation:
         backend: str | None = None,
     ) -> Job:
         """Queue a text-to-image job."""
-        settings = await self._moderation.screen(who)
+        # The guild's defaults pick the backend; admit() screens the member when the job is priced.
+        settings = await self._moderation.settings(who.guild_id)
         name, caps = self._backend(backend, Operation.GENERATE, settings)
         params = JobParams(
             prompt=_clean(prompt, "prompt", PROMPT_MAX, required=True),
@@ -122,7 +123,7 @@ class Generation:
         backend: str | None = None,
     ) -> Job:
         """Queue variations of an uploaded (already validated) image."""
-        settings = await self._moderation.screen(who)
+        settings = await self._moderation.settings(who.guild_id)
         name, caps = self._backend(backend, Operation.VARY, settings)
         params = JobParams(
             prompt="",
@@ -154,7 +155,7 @@ class Generation:
     async def vary(self, who: Requester, job_id: int, index: int) -> Job:
         """Queue variations of image ``index`` (1-based) of a result."""
         parent = await self._result(who, job_id, index)
-        settings = await self._moderation.screen(who)
+        settings = await self._moderation.settings(who.guild_id)
         name, caps = self._backend(
             parent.backend if parent.backend in self.backends else None, Operation.VARY, settings
         )

@@ -286,22 +286,21 @@ class Store:
         passed over are first in line next time.
         """
         async with self._tx() as db:
+            # Only a batching backend needs every candidate's parameters; others read three columns.
+            columns = "*" if joins is not None else "id, guild_id, user_id"
             cur = await db.execute(
-                "SELECT id, guild_id, user_id FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id",
-                (backend,),
+                f"SELECT {columns} FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id", (backend,)
             )
-            rows = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+            rows = await cur.fetchall()
             if not rows:
                 return []
             turns = await _turns(db, backend)
-            order = fair_order(rows, turns)
-            taken = [await _get(db, order[0])]
-            if joins is not None:
-                # Only a batching backend needs the candidates' parameters.
-                cur = await db.execute(
-                    "SELECT * FROM jobs WHERE status = 'queued' AND backend = ?", (backend,)
-                )
-                queued = {job.id: job for job in map(_job_from_row, await cur.fetchall())}
+            order = fair_order(((int(r["id"]), int(r["guild_id"]), int(r["user_id"])) for r in rows), turns)
+            if joins is None:
+                taken = [await _get(db, order[0])]
+            else:
+                queued = {job.id: job for job in map(_job_from_row, rows)}
+                taken = [queued[order[0]]]
                 for job_id in order[1:]:
                     if joins(taken, queued[job_id]):
                         taken.append(queued[job_id])
