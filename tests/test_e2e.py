@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.files import ImageFiles
+from bot.jobs import Job
+from bot.store import Store
+from tests.factories import new_job
 from tests.fakeopenai import moderation_blocked_body
 from tests.harness import (
     ALICE,
@@ -30,6 +34,18 @@ NO_PINGS = {"parse": []}
 async def easel(tmp_path: Path) -> AsyncIterator[Harness]:
     async with running(tmp_path) as harness:
         yield harness
+
+
+async def running_without_interaction(store: Store) -> Job:
+    """Write ALICE's job in channel A as a crash leaves it: rendering, its interaction long gone."""
+    job = await store.enqueue(
+        replace(new_job(guild=GUILD_A, user=ALICE, backend="openai"), channel_id=CHANNEL_A, interaction=None),
+        max_per_member=5,
+        max_per_guild=5,
+        max_total=5,
+    )
+    await store.claim("openai")
+    return job
 
 
 def png(size: tuple[int, int] = (300, 200), mode: str = "RGB") -> bytes:
@@ -271,9 +287,6 @@ async def test_every_job_transition_is_one_log_line_with_the_job_id(
 
 
 async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp_path: Path) -> None:
-    from bot.files import ImageFiles
-    from bot.store import Store
-    from tests.factories import new_job
 
     async with running(tmp_path) as easel:
         await easel.stop_bot()
@@ -281,17 +294,7 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
         # job's interaction is long gone, so the result must go to the channel.
         settings = easel.settings
         async with Store.open(settings.storage.path) as store:
-            job = await store.enqueue(
-                replace(
-                    new_job(guild=GUILD_A, user=ALICE, backend="openai"),
-                    channel_id=CHANNEL_A,
-                    interaction=None,
-                ),
-                max_per_member=5,
-                max_per_guild=5,
-                max_total=5,
-            )
-            await store.claim("openai")
+            job = await running_without_interaction(store)
             paths = await ImageFiles(settings.storage.images_dir).save_results(job.id, (png(),), "png")
             await store.mark_rendered(job.id, paths, "OpenAI gpt-image-1-mini", None)
 
@@ -350,23 +353,11 @@ async def test_the_position_message_follows_the_queue(tmp_path: Path) -> None:
 async def test_a_result_that_cannot_be_posted_ends_with_a_message_instead_of_retrying_forever(
     tmp_path: Path,
 ) -> None:
-    from bot.store import Store
-    from tests.factories import new_job
 
     async with running(tmp_path) as easel:
         await easel.stop_bot()
         async with Store.open(easel.settings.storage.path) as store:
-            job = await store.enqueue(
-                replace(
-                    new_job(guild=GUILD_A, user=ALICE, backend="openai"),
-                    channel_id=CHANNEL_A,
-                    interaction=None,
-                ),
-                max_per_member=5,
-                max_per_guild=5,
-                max_total=5,
-            )
-            await store.claim("openai")
+            job = await running_without_interaction(store)
             # The image file was lost (a disk cleaned by hand): delivery can never succeed.
             await store.mark_rendered(job.id, ("jobs/404/1.png",), "OpenAI gpt-image-1-mini", None)
         await easel.start_bot()
