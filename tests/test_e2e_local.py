@@ -175,6 +175,12 @@ async def test_a_model_that_fails_to_load_leaves_the_other_backends_serving(
 
         await easel.discord.wait_for(told)
 
+        # Moderators see in /status that the local backend is down, without the operator's paths.
+        shown = str((await _status(easel, MANAGE_GUILD)).callback.data["embeds"][0])  # type: ignore[union-attr]
+        assert "`local`" in shown
+        assert "not available" in shown
+        assert str(missing) not in shown
+
 
 async def test_flagged_images_are_posted_only_in_age_restricted_channels(
     tmp_path: Path, tiny_model: Path
