@@ -78,7 +78,7 @@ class _Ring:
     __slots__ = ("_by_size", "_keys", "_order")
 
     def __init__(self) -> None:
-        self._order: SortedList = SortedList()  # (turn, oldest job, id)
+        self._order: SortedList[tuple[int, int, int]] = SortedList()  # (turn, oldest job, id)
         self._keys: dict[int, tuple[tuple[int, int, int], int]] = {}  # id -> (key, size)
         # Entries by job count: the distinct counts are few (bounded by the queue limits), so
         # sums over them stay cheap however many jobs wait.
@@ -157,7 +157,7 @@ class _Guild:
         self.turn = turn
         self.members: dict[int, _Member] = {}
         self.ring = _Ring()
-        self.ids: SortedList = SortedList()
+        self.ids: SortedList[int] = SortedList()
 
 
 class FairQueue:
