@@ -103,12 +103,12 @@ class DiscordBoard:
         return message.id
 
     async def _image(self, entry: Entry) -> images.Encoded:
-        job = await self._store.get(entry.job_id)
+        job = await self._store.jobs.get(entry.job_id)
         blob = await self._read(entry)
         return await asyncio.to_thread(images.compose_result, [blob], self._format, job.upload_limit)
 
     async def _read(self, entry: Entry) -> bytes:
-        job = await self._store.get(entry.job_id)
+        job = await self._store.jobs.get(entry.job_id)
         return await self._files.read(job.images[entry.image_index - 1])
 
     async def _send(self, challenge: Challenge, nonce: str, **fields: Any) -> discord.Message:

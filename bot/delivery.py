@@ -94,7 +94,7 @@ class Delivery:
         embed.set_image(url=f"attachment://{filename}")
         embed.set_footer(text=f"Job #{job.id} · /show job:{job.id}")
         open_here = (
-            not job.is_grid and await self._store.open_challenge_in(job.guild_id, job.posted_in) is not None
+            not job.is_grid and await self._store.challenges.open_in(job.guild_id, job.posted_in) is not None
         )
         return ResultMessage(embed, encoded, filename, result_view(job, submit=open_here))
 
@@ -102,7 +102,7 @@ class Delivery:
         """Post a rendered job's result once: by interaction webhook while the token lives, else to the channel."""
         async with self._locks.setdefault(job.id, asyncio.Lock()):
             try:
-                job = await self._store.get(job.id)
+                job = await self._store.jobs.get(job.id)
                 if job.status is not JobStatus.RENDERED:
                     return job
                 result = await self.result_message(job)
@@ -119,10 +119,10 @@ class Delivery:
                         nonce=f"easel-r{job.id}",
                     )
                 if message is None:
-                    return await self._store.mark_failed(
+                    return await self._store.jobs.mark_failed(
                         job.id, "Easel could not post the result in that channel (missing permissions?)."
                     )
-                return await self._store.mark_posted(job.id, message.id, message.channel.id)
+                return await self._store.jobs.mark_posted(job.id, message.id, message.channel.id)
             finally:
                 self._locks.pop(job.id, None)
 
@@ -137,7 +137,7 @@ class Delivery:
         message = await self._edit_status(job, content=text, embed=None, attachments=[], view=None)
         if message is None and job.status is JobStatus.FAILED:
             message = await self._send_to_channel(job, f"<@{job.user_id}> {text}", nonce=f"easel-f{job.id}")
-        await self._store.set_message(job.id, message.id if message else 0)
+        await self._store.jobs.set_message(job.id, message.id if message else 0)
 
     async def show_position(self, job: Job, position: int, total: int) -> None:
         """Show a queued job's place in line on its status message."""

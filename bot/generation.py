@@ -15,7 +15,7 @@ from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester
 from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.renderers.base import Capabilities, Operation, Renderer
-from bot.store import Store
+from bot.store import RowMissing, Store
 from bot.text import short_prompt
 
 PROMPT_MAX = 1000
@@ -194,31 +194,29 @@ class Generation:
         parent = await self._result(who, job_id, index)
         await self._moderation.screen(who)
         new = self._new(who, JobKind.PICK, parent.backend, replace(parent.params, count=1), parent, index)
-        return await self._store.add_rendered(new, (parent.images[index - 1],), parent.made_by)
+        return await self._store.jobs.add_rendered(new, (parent.images[index - 1],), parent.made_by)
 
     async def cancel(self, who: Requester, job_id: int) -> Job:
         """Cancel a member's queued job, or ask their running job to stop."""
-        job = await self._store.cancel(job_id, who.guild_id, who.user_id)
-        self._queue.poke(job.backend)
-        return job
+        return await self._queue.cancel(job_id, who.guild_id, who.user_id)
 
     async def deletable(self, who: Requester, job_id: int) -> Job:
         """Return the job if this member may delete its result message."""
-        job = await self._store.find(job_id, who.guild_id)
+        job = await self._find(job_id, who.guild_id)
         if job.user_id != who.user_id and not who.manage_messages:
             raise NotAllowed("Only the member who asked for this image, or a moderator, can delete it.")
         return job
 
     async def showable(self, who: Requester, job_id: int) -> Job:
         """Return a finished job of this guild whose result can be shown again."""
-        job = await self._store.find(job_id, who.guild_id)
+        job = await self._find(job_id, who.guild_id)
         if job.status not in (JobStatus.RENDERED, JobStatus.POSTED) or not job.images:
             raise NotFound(f"Job #{job_id} has no result to show ({job.status.value}).")
         return job
 
     async def queue_view(self, who: Requester) -> QueueView:
         """Return the member's active jobs with their places in line, and the guild's queue length."""
-        active = await self._store.active_jobs(who.guild_id)
+        active = await self._store.jobs.active_jobs(who.guild_id)
         mine = [job for job in active if job.user_id == who.user_id]
         places: dict[int, int] = {}
         for backend in {job.backend for job in mine}:
@@ -228,7 +226,7 @@ class Generation:
 
     async def status(self) -> list[BackendStatus]:
         """Every configured backend's health and load, plus the ones that failed to start."""
-        load = await self._store.backend_load()
+        load = await self._store.jobs.backend_load()
         report = [
             BackendStatus(name, renderer.health(), *load.get(name, (0, 0)))
             for name, renderer in self._renderers.items()
@@ -285,6 +283,12 @@ class Generation:
             parent_index=index,
             upload_limit=who.upload_limit,
         )
+
+    async def _find(self, job_id: int, guild_id: int) -> Job:
+        try:
+            return await self._store.jobs.find(job_id, guild_id)
+        except RowMissing as missing:
+            raise NotFound.row(missing.kind, missing.id) from None
 
     async def _result(self, who: Requester, job_id: int, index: int | None = None) -> Job:
         job = await self.showable(who, job_id)

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot import charts, guild_settings, quotas
+from bot import admission, charts, guild_settings, quotas
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
 from bot.guild_settings import GuildSettings
 from bot.jobs import JobKind, JobParams, Requester, utcnow
@@ -95,7 +95,7 @@ class Moderation:
         """Return a guild's settings (cached until they change)."""
         cached = self._cache.get(guild_id)
         if cached is None:
-            stored = await self._store.guild_settings(guild_id)
+            stored = await self._store.charges.guild_settings(guild_id)
             # Compiling a few hundred blocked terms takes ~100 ms: not on the event loop.
             cached = await asyncio.to_thread(GuildSettings.from_stored, stored)
             self._cache[guild_id] = cached
@@ -103,7 +103,7 @@ class Moderation:
 
     async def stored(self, guild_id: int) -> dict[str, Any]:
         """Return every setting's stored value (defaults included), for /settings show."""
-        stored = await self._store.guild_settings(guild_id)
+        stored = await self._store.charges.guild_settings(guild_id)
         return {s.key: stored.get(s.key, s.default) for s in guild_settings.SETTINGS}
 
     def is_moderator(self, who: Requester, settings: GuildSettings) -> bool:
@@ -166,7 +166,7 @@ class Moderation:
             return [*current, item]
 
         if key == "banned":
-            await self._store.forget_ban_notice(who.guild_id, int(item))
+            await self._store.charges.forget_ban_notice(who.guild_id, int(item))
         return await self._write(who, key, update)
 
     async def remove_from_list(self, who: Requester, key: str, item: Any) -> Change:
@@ -182,7 +182,7 @@ class Moderation:
 
     async def _write(self, who: Requester, key: str, update: Callable[[Any], Any]) -> Change:
         default = guild_settings.BY_KEY[key].default
-        before, after = await self._store.update_guild_setting(
+        before, after = await self._store.charges.update_guild_setting(
             who.guild_id, key, default, update, who.user_id
         )
         self._cache.pop(who.guild_id, None)
@@ -202,7 +202,7 @@ class Moderation:
         settings = await self.settings(who.guild_id)
         refusal = _access_refusal(settings, who)
         if refusal is not None:
-            if who.user_id in settings.banned and not await self._store.first_ban_notice(
+            if who.user_id in settings.banned and not await self._store.charges.first_ban_notice(
                 who.guild_id, who.user_id
             ):
                 raise NotAllowed("Image generation is off for you in this server.")
@@ -278,14 +278,14 @@ class Moderation:
         now = self._clock()
         windows = quotas.windows(now, settings.quota.timezone)
         limits = quotas.limits_for(settings.quota, who.role_ids)
-        usage = await self._store.member_usage(who.guild_id, who.user_id, windows)
+        usage = await self._store.charges.member_usage(who.guild_id, who.user_id, windows)
         refusal = _access_refusal(settings, who)
         if refusal is None:
-            # The same rule the store applies to a real request: one image on the default backend.
+            # The same rule the queue applies to a real request: one image on the default backend.
             backend = self.backend_for(settings, None, self._backends) if self._backends else ""
             cost = settings.quota.costs.cost_of(JobKind.IMAGINE, 1)
             probe = Admission(limits, cost, 1, 0.0, now, windows, settings.quota.cooldown_s, settings.budget)
-            found = await self._store.refusal(who.guild_id, who.user_id, backend or "", probe)
+            found = await admission.refusal(self._store, who.guild_id, who.user_id, backend or "", probe)
             refusal = found.message if found is not None else None
         return QuotaView(limits, usage, windows, refusal)
 
@@ -298,7 +298,7 @@ class Moderation:
         since = quotas.windows(
             self._clock() - timedelta(days=USAGE_DAYS - 1), settings.quota.timezone
         ).day.start
-        rows = await self._store.charges_since(who.guild_id, since)
+        rows = await self._store.charges.charges_since(who.guild_id, since)
         per_day: Counter[date] = Counter()
         per_member: Counter[int] = Counter()
         per_backend: Counter[str] = Counter()

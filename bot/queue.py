@@ -7,12 +7,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from bot import admission as admissions
 from bot.config import QueueSettings
+from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.fairness import fair_order
 from bot.files import ImageFiles
-from bot.jobs import Job, NewJob
+from bot.jobs import Job, JobStatus, NewJob
 from bot.quotas import Admission
-from bot.store import Store
+from bot.store import ActiveCounts, RowMissing, Store
 
 
 class JobQueue(Protocol):
@@ -24,6 +26,10 @@ class JobQueue(Protocol):
 
     async def claim(self, backend: str) -> Job | None:
         """Take the next job for ``backend`` in fair order, marking it running."""
+        ...
+
+    async def cancel(self, job_id: int, guild_id: int, user_id: int) -> Job:
+        """Cancel a member's queued job now, or ask their running one to stop (or raise NotAllowed)."""
         ...
 
     async def claim_batch(self, backend: str, joins: Callable[[Sequence[Job], Job], bool]) -> list[Job]:
@@ -53,17 +59,24 @@ class SqliteJobQueue:
         self._events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def submit(self, new: NewJob, admission: Admission | None = None) -> Job:
-        """Store a job as queued, charged to its member (or raise LimitReached); durable on return."""
+        """Store a job as queued, charged to its member (or raise LimitReached); durable on return.
+
+        The limits are checked in the transaction that writes the job, so requests sent at once
+        cannot slip past a limit together.
+        """
         source = await self._files.save_source(new.source_image) if new.source_image else None
         try:
-            job = await self._store.enqueue(
-                new,
-                max_per_member=self._limits.max_per_member,
-                max_per_guild=self._limits.max_per_guild,
-                max_total=self._limits.max_total,
-                source_path=source,
-                admission=admission,
-            )
+            async with self._store.transaction():
+                self._check_limits(await self._store.jobs.active_counts(new.guild_id, new.user_id))
+                if admission is not None:
+                    refusal = await admissions.refusal(
+                        self._store, new.guild_id, new.user_id, new.backend, admission
+                    )
+                    if refusal is not None:
+                        raise refusal.error()
+                job = await self._store.jobs.add_queued(new, source_path=source)
+                if admission is not None:
+                    await self._store.charges.reserve(job, admission)
         except BaseException:
             if source:
                 await self._files.remove(source)
@@ -71,18 +84,53 @@ class SqliteJobQueue:
         self.poke(job.backend)
         return job
 
+    def _check_limits(self, active: ActiveCounts) -> None:
+        limits = self._limits
+        if active.member >= limits.max_per_member:
+            raise LimitReached(
+                f"You already have {active.member} job(s) waiting or rendering (the limit is "
+                f"{limits.max_per_member}). Wait for one to finish, or cancel one with /queue."
+            )
+        if active.guild >= limits.max_per_guild:
+            raise LimitReached(
+                f"This server already has {active.guild} jobs waiting (the limit is {limits.max_per_guild}). "
+                "Try again in a minute."
+            )
+        if active.total >= limits.max_total:
+            raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
+
+    async def cancel(self, job_id: int, guild_id: int, user_id: int) -> Job:
+        """Cancel a member's queued job now, or ask their running one to stop (or raise NotAllowed)."""
+        async with self._store.transaction():
+            try:
+                job = await self._store.jobs.find(job_id, guild_id)
+            except RowMissing as missing:
+                raise NotFound.row(missing.kind, missing.id) from None
+            if job.user_id != user_id:
+                raise NotAllowed("Only the member who asked for this job can cancel it.")
+            if job.status is JobStatus.QUEUED:
+                job = await self._store.jobs.mark_cancelled(job_id)
+            elif job.status is JobStatus.RUNNING:
+                job = await self._store.jobs.request_cancel(job_id)
+            else:
+                raise NotAllowed(
+                    f"Job #{job_id} has already finished ({job.status.value}); nothing to cancel."
+                )
+        self.poke(job.backend)
+        return job
+
     async def claim(self, backend: str) -> Job | None:
         """Take the next job for ``backend`` in fair order, marking it running."""
-        jobs = await self._store.claim(backend)
+        jobs = await self._store.jobs.claim(backend)
         return jobs[0] if jobs else None
 
     async def claim_batch(self, backend: str, joins: Callable[[Sequence[Job], Job], bool]) -> list[Job]:
         """Take the next job in fair order and, walking on in that order, each job ``joins`` admits."""
-        return await self._store.claim(backend, joins)
+        return await self._store.jobs.claim(backend, joins)
 
     async def positions(self, backend: str) -> dict[int, int]:
         """Return each queued job's 1-based place in line for ``backend``."""
-        jobs, turns = await self._store.queue_snapshot(backend)
+        jobs, turns = await self._store.jobs.queue_snapshot(backend)
         return {job_id: place for place, job_id in enumerate(fair_order(jobs, turns), start=1)}
 
     async def wait(self, backend: str) -> None:

@@ -76,14 +76,14 @@ class Worker:
 
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
-        await self._store.requeue_interrupted()
-        for job in await self._store.jobs_with_status(JobStatus.QUEUED):
+        await self._store.jobs.requeue_interrupted()
+        for job in await self._store.jobs.jobs_with_status(JobStatus.QUEUED):
             if job.backend not in self._renderers:
                 # Its backend was removed from the config or failed to load: say so, don't strand it.
-                await self._store.mark_failed(
+                await self._store.jobs.mark_failed(
                     job.id, f"The `{job.backend}` backend is not available any more. Please ask again."
                 )
-        pending = await self._store.undelivered()
+        pending = await self._store.jobs.undelivered()
         for job in pending:
             self._tasks.spawn(self._finish(job), name=f"recover-{job.id}")
         for backend in self._renderers:
@@ -171,7 +171,7 @@ class Worker:
                     outcomes = [exc]
         except asyncio.CancelledError:
             for job in jobs:
-                current = await asyncio.shield(self._store.get(job.id))
+                current = await asyncio.shield(self._store.jobs.get(job.id))
                 if current.cancel_requested:
                     await asyncio.shield(self._end(job, None))
             raise
@@ -199,7 +199,7 @@ class Worker:
         try:
             ext = images.sniff_extension(outcome.images[0])
             paths = await self._files.save_results(job.id, outcome.images, ext)
-            job = await self._store.mark_rendered(job.id, paths, outcome.made_by, outcome.usage)
+            job = await self._store.jobs.mark_rendered(job.id, paths, outcome.made_by, outcome.usage)
         except Exception:
             error_id = uuid.uuid4().hex[:8]
             log.exception("job %d: could not store the result (error %s)", job.id, error_id)
@@ -216,9 +216,9 @@ class Worker:
     async def _end(self, job: Job, error: str | None) -> None:
         """End a job as failed with ``error``, or as cancelled when ``error`` is None."""
         if error is None:
-            job = await self._store.mark_cancelled(job.id)
+            job = await self._store.jobs.mark_cancelled(job.id)
         else:
-            job = await self._store.mark_failed(job.id, error)
+            job = await self._store.jobs.mark_failed(job.id, error)
         await self._finish(job)
 
     async def _finish(self, job: Job) -> None:
@@ -251,7 +251,7 @@ class Worker:
             if job.source_path:
                 source = await self._files.read(job.source_path)
             elif job.parent_id is not None:
-                parent = await self._store.get(job.parent_id)
+                parent = await self._store.jobs.get(job.parent_id)
                 source = await self._files.read(parent.images[(job.parent_index or 1) - 1])
         p = job.params
         return RenderRequest(
@@ -279,7 +279,7 @@ class Worker:
             await asyncio.sleep(self._tick_s)
 
     async def _refresh_positions(self) -> None:
-        queued = await self._store.jobs_with_status(JobStatus.QUEUED)
+        queued = await self._store.jobs.jobs_with_status(JobStatus.QUEUED)
         by_id = {job.id: job for job in queued}
         edits: list[tuple[int, Job, int, int]] = []
         for backend in {job.backend for job in queued}:
@@ -294,7 +294,7 @@ class Worker:
 
     async def _sweep(self) -> None:
         """Retry deliveries that failed earlier (Discord was down, a 5xx outlasted discord.py's retries)."""
-        for job in await self._store.undelivered():
+        for job in await self._store.jobs.undelivered():
             if job.id not in self._busy:
                 await self._finish(job)
 
@@ -307,7 +307,7 @@ def batch_key(job: Job) -> tuple[object, ...]:
 
 
 def may_join(caps: Capabilities, taken: Sequence[Job], job: Job) -> bool:
-    """Whether ``job`` may join the batch ``taken`` (offered in fair order; see Store.claim)."""
+    """Whether ``job`` may join the batch ``taken`` (offered in fair order; see JobStore.claim)."""
     first = taken[0]
     if first.kind.operation is Operation.UPSCALE or batch_key(job) != batch_key(first):
         return False

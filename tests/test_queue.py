@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from bot.config import QueueSettings
-from bot.errors import LimitReached, NotAllowed
+from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.fairness import fair_order
 from bot.files import ImageFiles
 from bot.jobs import JobKind, JobStatus, NewJob
 from bot.queue import SqliteJobQueue
 from bot.renderers.base import Capabilities
-from bot.store import Store
+from bot.store import RowMissing, Store, TransitionRefused
 from bot.worker import may_join
 from tests.factories import new_job
 
@@ -105,7 +105,7 @@ async def test_over_a_limit_nothing_is_enqueued(
     guild, user = submits[-1]
     with pytest.raises(LimitReached, match=message):
         await queue.submit(new_job(guild=guild, user=user))
-    assert len(await store.jobs_with_status(JobStatus.QUEUED)) == len(submits) - 1
+    assert len(await store.jobs.jobs_with_status(JobStatus.QUEUED)) == len(submits) - 1
 
 
 async def test_a_refused_variation_leaves_no_uploaded_file_behind(store: Store, files: ImageFiles) -> None:
@@ -129,10 +129,10 @@ async def test_jobs_survive_a_restart_and_interrupted_renders_are_requeued(tmp_p
         assert running.id == a.id
     # The process died with job a rendering and job b waiting.
     async with Store.open(db) as store:
-        await store.requeue_interrupted()
-        queued = await store.jobs_with_status(JobStatus.QUEUED)
+        await store.jobs.requeue_interrupted()
+        queued = await store.jobs.jobs_with_status(JobStatus.QUEUED)
         assert [job.id for job in queued] == [a.id, b.id]
-        assert (await store.get(a.id)).attempts == 1
+        assert (await store.jobs.get(a.id)).attempts == 1
 
 
 async def test_cancel_is_only_for_the_requester_and_only_while_unfinished(
@@ -140,11 +140,11 @@ async def test_cancel_is_only_for_the_requester_and_only_while_unfinished(
 ) -> None:
     job = await queue.submit(new_job(user=10))
     with pytest.raises(NotAllowed, match="Only the member"):
-        await store.cancel(job.id, job.guild_id, 99)
-    cancelled = await store.cancel(job.id, job.guild_id, 10)
+        await queue.cancel(job.id, job.guild_id, 99)
+    cancelled = await queue.cancel(job.id, job.guild_id, 10)
     assert cancelled.status is JobStatus.CANCELLED
     with pytest.raises(NotAllowed, match="already finished"):
-        await store.cancel(job.id, job.guild_id, 10)
+        await queue.cancel(job.id, job.guild_id, 10)
     assert await queue.claim("test") is None
 
 
@@ -154,8 +154,8 @@ async def test_a_running_job_cancelled_is_discarded_when_it_finishes(
     await queue.submit(new_job(user=10))
     job = await queue.claim("test")
     assert job is not None
-    await store.cancel(job.id, job.guild_id, 10)
-    done = await store.mark_rendered(job.id, ("jobs/1/1.png",), "test", None)
+    await queue.cancel(job.id, job.guild_id, 10)
+    done = await store.jobs.mark_rendered(job.id, ("jobs/1/1.png",), "test", None)
     assert done.status is JobStatus.CANCELLED
 
 
@@ -163,22 +163,24 @@ async def test_a_posted_job_cannot_be_posted_again(queue: SqliteJobQueue, store:
     await queue.submit(new_job())
     job = await queue.claim("test")
     assert job is not None
-    await store.mark_rendered(job.id, ("jobs/1/1.png",), "test", None)
-    await store.mark_posted(job.id, 555, job.channel_id)
-    with pytest.raises(NotAllowed):
-        await store.mark_posted(job.id, 556, job.channel_id)
-    assert (await store.get(job.id)).message_id == 555
+    await store.jobs.mark_rendered(job.id, ("jobs/1/1.png",), "test", None)
+    await store.jobs.mark_posted(job.id, 555, job.channel_id)
+    with pytest.raises(TransitionRefused):
+        await store.jobs.mark_posted(job.id, 556, job.channel_id)
+    assert (await store.jobs.get(job.id)).message_id == 555
 
 
 async def test_another_guilds_job_looks_like_a_missing_one(queue: SqliteJobQueue, store: Store) -> None:
-    from bot.errors import NotFound
-
     job = await queue.submit(new_job(guild=1))
-    with pytest.raises(NotFound) as foreign:
-        await store.find(job.id, guild_id=2)
-    with pytest.raises(NotFound) as missing:
-        await store.find(9999, guild_id=2)
+    with pytest.raises(RowMissing) as foreign:
+        await store.jobs.find(job.id, guild_id=2)
+    with pytest.raises(RowMissing) as missing:
+        await store.jobs.find(9999, guild_id=2)
+    assert (foreign.value.kind, foreign.value.id) == ("job", job.id)
     assert str(foreign.value).replace(str(job.id), "N") == str(missing.value).replace("9999", "N")
+    with pytest.raises(NotFound) as refused:
+        await queue.cancel(job.id, 2, 10)
+    assert str(refused.value) == f"Job #{job.id} does not exist."
 
 
 def _sized(guild: int, user: int, size: int, *, count: int = 1, kind: JobKind = JobKind.IMAGINE) -> NewJob:

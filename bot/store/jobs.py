@@ -1,0 +1,402 @@
+"""Job rows: writing, moving through the state machine, claiming in fair order, recovering."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from bot.fairness import fair_order
+from bot.jobs import (
+    TRANSITIONS,
+    Interaction,
+    Job,
+    JobKind,
+    JobParams,
+    JobStatus,
+    NewJob,
+    utcnow,
+)
+from bot.renderers.base import Usage
+from bot.store.connection import Database
+from bot.store.errors import RowMissing, TransitionRefused
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+CANCEL_NOTE = "error = 'Cancelled by the member.'"  # the assignment every cancellation makes
+
+
+@dataclass(frozen=True)
+class ActiveCounts:
+    """Jobs queued or running: the member's in their guild, the guild's, and everyone's."""
+
+    member: int
+    guild: int
+    total: int
+
+
+class JobStore:
+    """The ``jobs`` table (and the ``turns`` of the fair order); each method is one transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    async def add_queued(self, new: NewJob, *, source_path: str | None = None) -> Job:
+        """Write a job waiting to be rendered."""
+        async with self._db.transaction() as db:
+            job_id = await _insert_job(db, new, JobStatus.QUEUED, source_path=source_path, images=())
+            log.info(
+                "job %d -> queued (%s on %s, guild %d)", job_id, new.kind.value, new.backend, new.guild_id
+            )
+            return await _get(db, job_id)
+
+    async def add_rendered(self, new: NewJob, images: tuple[str, ...], made_by: str) -> Job:
+        """Write a job that needs no rendering (a U-pick of an existing image), ready to deliver."""
+        async with self._db.transaction() as db:
+            job_id = await _insert_job(db, new, JobStatus.RENDERED, source_path=None, images=images)
+            await db.execute("UPDATE jobs SET made_by = ? WHERE id = ?", (made_by, job_id))
+            log.info(
+                "job %d -> rendered (%s of job %s, guild %d)",
+                job_id,
+                new.kind.value,
+                new.parent_id,
+                new.guild_id,
+            )
+            return await _get(db, job_id)
+
+    async def active_counts(self, guild_id: int, user_id: int) -> ActiveCounts:
+        """Count the jobs waiting or rendering, for the queue's limits."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                """
+                SELECT
+                    COALESCE(SUM(guild_id = :g AND user_id = :u), 0),
+                    COALESCE(SUM(guild_id = :g), 0),
+                    COUNT(*)
+                FROM jobs WHERE status IN ('queued', 'running')
+                """,
+                {"g": guild_id, "u": user_id},
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return ActiveCounts(int(row[0]), int(row[1]), int(row[2]))
+
+    async def last_request_at(self, guild_id: int, user_id: int) -> datetime | None:
+        """When the member last asked for a render in this guild (picks render nothing and do not count)."""
+        async with self._db.read() as db:
+            row = await (
+                await db.execute(
+                    "SELECT MAX(created_at) FROM jobs WHERE guild_id = ? AND user_id = ? AND kind != 'pick'",
+                    (guild_id, user_id),
+                )
+            ).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    async def claim(
+        self, backend: str, joins: Callable[[Sequence[Job], Job], bool] | None = None
+    ) -> list[Job]:
+        """Move the next job in fair order to running, with the further jobs ``joins`` admits.
+
+        Candidates are offered in fair order, so a batch only ever pulls compatible jobs ahead
+        by one batch; each taken job counts as a turn for its guild and member, so the guilds
+        passed over are first in line next time.
+        """
+        async with self._db.transaction() as db:
+            # Only a batching backend needs every candidate's parameters; others read three columns.
+            columns = "*" if joins is not None else "id, guild_id, user_id"
+            cur = await db.execute(
+                f"SELECT {columns} FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id", (backend,)
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return []
+            turns = await _turns(db, backend)
+            order = fair_order(((int(r["id"]), int(r["guild_id"]), int(r["user_id"])) for r in rows), turns)
+            if joins is None:
+                taken = [await _get(db, order[0])]
+            else:
+                queued = {job.id: job for job in map(job_from_row, rows)}
+                taken = [queued[order[0]]]
+                for job_id in order[1:]:
+                    if joins(taken, queued[job_id]):
+                        taken.append(queued[job_id])
+            turn = max(turns.values(), default=0)
+            for job in taken:
+                turn += 1
+                await db.executemany(
+                    """
+                    INSERT INTO turns (backend, guild_id, user_id, last_turn) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (backend, guild_id, user_id) DO UPDATE SET last_turn = excluded.last_turn
+                    """,
+                    [(backend, job.guild_id, 0, turn), (backend, job.guild_id, job.user_id, turn)],
+                )
+                await _transition(db, job.id, JobStatus.RUNNING, "attempts = attempts + 1")
+            return [await _get(db, job.id) for job in taken]
+
+    async def queue_snapshot(
+        self, backend: str
+    ) -> tuple[list[tuple[int, int, int]], dict[tuple[int, int], int]]:
+        """Return the queued (job id, guild, member) triples of a backend and its turn table."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT id, guild_id, user_id FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id",
+                (backend,),
+            )
+            jobs = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
+            turns = await _turns(db, backend)
+        return jobs, turns
+
+    # -- finishing -------------------------------------------------------------------------------
+
+    async def mark_rendered(
+        self, job_id: int, images: tuple[str, ...], made_by: str, usage: Usage | None
+    ) -> Job:
+        """Record a finished render and where its images are; a job cancelled meanwhile becomes cancelled."""
+        async with self._db.transaction() as db:
+            job = await _get(db, job_id)
+            if job.cancel_requested:
+                await _transition(db, job_id, JobStatus.CANCELLED, CANCEL_NOTE)
+            else:
+                await _transition(
+                    db,
+                    job_id,
+                    JobStatus.RENDERED,
+                    "images = ?, made_by = ?, usage = ?",
+                    (json.dumps(images), made_by, json.dumps(asdict(usage)) if usage else None),
+                )
+            return await _get(db, job_id)
+
+    async def mark_posted(self, job_id: int, message_id: int, channel_id: int) -> Job:
+        """Record the message that shows a job's result: after this it is never posted again."""
+        async with self._db.transaction() as db:
+            await _transition(
+                db,
+                job_id,
+                JobStatus.POSTED,
+                "message_id = ?, posted_channel_id = ?",
+                (message_id, channel_id),
+            )
+            return await _get(db, job_id)
+
+    async def mark_failed(self, job_id: int, error: str) -> Job:
+        """End a job with a member-readable reason; nothing is charged for it."""
+        async with self._db.transaction() as db:
+            await _transition(db, job_id, JobStatus.FAILED, "error = ?", (error,))
+            return await _get(db, job_id)
+
+    async def mark_cancelled(self, job_id: int) -> Job:
+        """End a job the member cancelled; nothing is charged for it."""
+        async with self._db.transaction() as db:
+            await _transition(db, job_id, JobStatus.CANCELLED, CANCEL_NOTE)
+            return await _get(db, job_id)
+
+    async def request_cancel(self, job_id: int) -> Job:
+        """Ask a running job to stop: its result is discarded when it comes (see ``mark_rendered``)."""
+        async with self._db.transaction() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,)
+            )
+            if cur.rowcount != 1:
+                current = await _get(db, job_id)
+                raise TransitionRefused(job_id, current.status.value, "cancel-requested")
+            return await _get(db, job_id)
+
+    async def set_message(self, job_id: int, message_id: int) -> None:
+        """Record the message that told the member how a job ended (0: it could not be posted)."""
+        async with self._db.transaction() as db:
+            await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job:
+        """Return a job by id, or raise RowMissing."""
+        async with self._db.read() as db:
+            return await _get(db, job_id)
+
+    async def find(self, job_id: int, guild_id: int) -> Job:
+        """Return a job of this guild; another guild's job raises RowMissing exactly like a missing one."""
+        async with self._db.read() as db:
+            job = await _get(db, job_id)
+        if job.guild_id != guild_id:
+            raise RowMissing("job", job_id)
+        return job
+
+    async def by_message(self, guild_id: int, message_id: int) -> Job | None:
+        """Return the job whose result is the message ``message_id`` in this guild, if there is one."""
+        async with self._db.read() as db:
+            row = await (
+                await db.execute(
+                    "SELECT * FROM jobs WHERE guild_id = ? AND message_id = ?", (guild_id, message_id)
+                )
+            ).fetchone()
+        return None if row is None else job_from_row(row)
+
+    async def jobs_with_status(self, *statuses: JobStatus) -> list[Job]:
+        """Return jobs in any of these states, oldest first."""
+        marks = ",".join("?" * len(statuses))
+        async with self._db.read() as db:
+            cur = await db.execute(
+                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY id", [s.value for s in statuses]
+            )
+            return [job_from_row(r) for r in await cur.fetchall()]
+
+    async def active_jobs(self, guild_id: int) -> list[Job]:
+        """Return a guild's queued and running jobs, oldest first."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT * FROM jobs WHERE guild_id = ? AND status IN (?, ?) ORDER BY id", (guild_id, *ACTIVE)
+            )
+            return [job_from_row(r) for r in await cur.fetchall()]
+
+    async def backend_load(self) -> dict[str, tuple[int, int]]:
+        """Return (queued, running) job counts per backend, across all guilds."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT backend, SUM(status = 'queued'), SUM(status = 'running') FROM jobs "
+                "WHERE status IN (?, ?) GROUP BY backend",
+                ACTIVE,
+            )
+            return {str(r[0]): (int(r[1]), int(r[2])) for r in await cur.fetchall()}
+
+    # -- recovering ------------------------------------------------------------------------------
+
+    async def requeue_interrupted(self) -> None:
+        """Return renders a restart interrupted to the queue (or end them, if their member cancelled)."""
+        async with self._db.transaction() as db:
+            cur = await db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id")
+            for job in [job_from_row(r) for r in await cur.fetchall()]:
+                if job.cancel_requested:
+                    await _transition(db, job.id, JobStatus.CANCELLED, CANCEL_NOTE)
+                else:
+                    await _transition(db, job.id, JobStatus.QUEUED)
+
+    async def undelivered(self) -> list[Job]:
+        """Return jobs whose result, failure or cancellation has not been posted yet."""
+        async with self._db.read() as db:
+            cur = await db.execute(
+                "SELECT * FROM jobs WHERE status = 'rendered' "
+                "OR (status IN ('failed', 'cancelled') AND message_id IS NULL) ORDER BY id"
+            )
+            return [job_from_row(r) for r in await cur.fetchall()]
+
+
+async def _insert_job(
+    db: aiosqlite.Connection,
+    new: NewJob,
+    status: JobStatus,
+    *,
+    source_path: str | None,
+    images: Iterable[str],
+) -> int:
+    now = utcnow().isoformat()
+    it = new.interaction
+    cur = await db.execute(
+        """
+        INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at, updated_at,
+                          app_id, token, token_created_at, status_message_id, parent_id, parent_index,
+                          upload_limit, images, source_path)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        (
+            new.guild_id,
+            new.channel_id,
+            new.user_id,
+            new.kind.value,
+            new.backend,
+            status.value,
+            json.dumps(asdict(new.params)),
+            now,
+            now,
+            it.application_id if it else None,
+            it.token if it else None,
+            it.created_at.isoformat() if it else None,
+            it.message_id if it else None,
+            new.parent_id,
+            new.parent_index,
+            new.upload_limit,
+            json.dumps(list(images)),
+            source_path,
+        ),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+async def _turns(db: aiosqlite.Connection, backend: str) -> dict[tuple[int, int], int]:
+    cur = await db.execute("SELECT guild_id, user_id, last_turn FROM turns WHERE backend = ?", (backend,))
+    return {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
+
+
+async def _transition(
+    db: aiosqlite.Connection, job_id: int, to: JobStatus, assignments: str = "", args: tuple[Any, ...] = ()
+) -> None:
+    allowed = [s.value for s, targets in TRANSITIONS.items() if to in targets]
+    sets = f"status = ?, updated_at = ?{', ' + assignments if assignments else ''}"
+    cur = await db.execute(
+        f"UPDATE jobs SET {sets} WHERE id = ? AND status IN ({','.join('?' * len(allowed))})",
+        (to.value, utcnow().isoformat(), *args, job_id, *allowed),
+    )
+    if cur.rowcount != 1:
+        current = await _get(db, job_id)
+        raise TransitionRefused(job_id, current.status.value, to.value)
+    # Charged on success only: a posted result settles the reservation, an ending releases it.
+    if to is JobStatus.POSTED:
+        await db.execute("UPDATE charges SET state = 'settled' WHERE job_id = ?", (job_id,))
+    elif to in (JobStatus.FAILED, JobStatus.CANCELLED):
+        await db.execute("UPDATE charges SET state = 'released' WHERE job_id = ?", (job_id,))
+    log.info("job %d -> %s", job_id, to.value)
+
+
+async def _get(db: aiosqlite.Connection, job_id: int) -> Job:
+    row = await (await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))).fetchone()
+    if row is None:
+        raise RowMissing("job", job_id)
+    return job_from_row(row)
+
+
+def job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
+    """Turn a ``jobs`` row into a Job: the one place that knows the column layout."""
+    interaction = None
+    if row["token"] is not None:
+        interaction = Interaction(
+            application_id=int(row["app_id"]),
+            token=str(row["token"]),
+            created_at=datetime.fromisoformat(row["token_created_at"]),
+            message_id=row["status_message_id"],
+        )
+    usage = Usage(**json.loads(row["usage"])) if row["usage"] else None
+    return Job(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        channel_id=int(row["channel_id"]),
+        user_id=int(row["user_id"]),
+        kind=JobKind(row["kind"]),
+        backend=str(row["backend"]),
+        status=JobStatus(row["status"]),
+        params=JobParams(**json.loads(row["params"])),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        interaction=interaction,
+        parent_id=row["parent_id"],
+        parent_index=row["parent_index"],
+        upload_limit=int(row["upload_limit"]),
+        images=tuple(json.loads(row["images"])),
+        source_path=row["source_path"],
+        made_by=str(row["made_by"]),
+        usage=usage,
+        error=str(row["error"]),
+        message_id=row["message_id"],
+        posted_channel_id=row["posted_channel_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=int(row["attempts"]),
+    )
