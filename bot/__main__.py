@@ -26,8 +26,8 @@ from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
 from bot.jobs import utcnow
+from bot.lifecycle import LocalLifecycle
 from bot.moderation import Moderation
-from bot.queue import SqliteJobQueue
 from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
@@ -110,14 +110,14 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         renderers[upscaler.name] = upscaler
         # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
         concurrency[upscaler.name] = 1
-        queue = SqliteJobQueue(store, files, settings.queue)
+        lifecycle = LocalLifecycle(store, files, settings.queue)
 
         generating = [
             name for name, r in renderers.items() if Operation.GENERATE in r.capabilities.operations
         ]
 
         def services(bot: EaselBot) -> Services:
-            delivery = Delivery(bot, store, files, output_format=settings.images.output_format)
+            delivery = Delivery(bot, store, lifecycle, files, output_format=settings.images.output_format)
             moderation = Moderation(
                 store,
                 backends=generating,
@@ -130,7 +130,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             board = DiscordBoard(bot, store, files, output_format=settings.images.output_format)
             contests = ChallengeService(store, moderation, board, clock=clock)
             worker = Worker(
-                queue,
+                lifecycle,
                 store,
                 files,
                 renderers,
@@ -141,7 +141,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             )
             generation = Generation(
                 store,
-                queue,
+                lifecycle,
                 files,
                 renderers,
                 upscaler=upscaler.name,

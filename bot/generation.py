@@ -12,8 +12,8 @@ from bot.errors import InvalidInput, NotAllowed, NotFound
 from bot.files import ImageFiles
 from bot.guild_settings import GuildSettings
 from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester
+from bot.lifecycle import JobLifecycle
 from bot.moderation import Moderation
-from bot.queue import JobQueue
 from bot.renderers.base import Capabilities, Operation, Renderer
 from bot.store import RowMissing, Store
 from bot.text import short_prompt
@@ -56,7 +56,7 @@ class Generation:
     def __init__(
         self,
         store: Store,
-        queue: JobQueue,
+        lifecycle: JobLifecycle,
         files: ImageFiles,
         renderers: Mapping[str, Renderer],
         *,
@@ -68,7 +68,7 @@ class Generation:
         self._moderation = moderation
         self._store = store
         self._offline = dict(offline or {})
-        self._queue = queue
+        self._lifecycle = lifecycle
         self._files = files
         self._renderers = renderers
         self._upscaler = upscaler
@@ -194,11 +194,11 @@ class Generation:
         parent = await self._result(who, job_id, index)
         await self._moderation.screen(who)
         new = self._new(who, JobKind.PICK, parent.backend, replace(parent.params, count=1), parent, index)
-        return await self._store.jobs.add_rendered(new, (parent.images[index - 1],), parent.made_by)
+        return await self._lifecycle.add_rendered(new, (parent.images[index - 1],), parent.made_by)
 
     async def cancel(self, who: Requester, job_id: int) -> Job:
         """Cancel a member's queued job, or ask their running job to stop."""
-        return await self._queue.cancel(job_id, who.guild_id, who.user_id)
+        return await self._lifecycle.cancel(job_id, who.guild_id, who.user_id)
 
     async def deletable(self, who: Requester, job_id: int) -> Job:
         """Return the job if this member may delete its result message."""
@@ -218,11 +218,8 @@ class Generation:
         """Return the member's active jobs with their places in line, and the guild's queue length."""
         active = await self._store.jobs.active_jobs(who.guild_id)
         mine = [job for job in active if job.user_id == who.user_id]
-        places: dict[int, int] = {}
-        for backend in {job.backend for job in mine}:
-            places.update(await self._queue.positions(backend))
         waiting = sum(1 for job in active if job.status is JobStatus.QUEUED)
-        return QueueView(tuple((job, places.get(job.id)) for job in mine), waiting)
+        return QueueView(tuple((job, _first(self._lifecycle.place(job.id))) for job in mine), waiting)
 
     async def status(self) -> list[BackendStatus]:
         """Every configured backend's health and load, plus the ones that failed to start."""
@@ -253,7 +250,7 @@ class Generation:
         if source is None and source_path is not None:
             source = await self._files.read(source_path)
         new = replace(self._new(who, kind, backend, params, parent, index), source_image=source)
-        job = await self._queue.submit(new, admission)
+        job = await self._lifecycle.submit(new, admission)
         price = f" · ~${admission.usd:.3f}" if admission.usd else ""
         await self._moderation.audit(
             who.guild_id,
@@ -318,6 +315,10 @@ class Generation:
         if not 1 <= count <= min(4, caps.max_count):
             raise InvalidInput(f"count must be between 1 and {min(4, caps.max_count)}.")
         return count
+
+
+def _first(place: tuple[int, int] | None) -> int | None:
+    return None if place is None else place[0]
 
 
 def _clean(text: str, field: str, limit: int, *, required: bool = False) -> str:

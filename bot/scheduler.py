@@ -177,6 +177,16 @@ class FairQueue:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._tickets
 
+    def count(self, guild_id: int, user_id: int | None = None) -> int:
+        """How many jobs a guild (or one of its members) has in this queue."""
+        guild = self._guilds.get(guild_id)
+        if guild is None:
+            return 0
+        if user_id is None:
+            return len(guild.ids)
+        member = guild.members.get(user_id)
+        return 0 if member is None else len(member.jobs)
+
     def add(self, ticket: Ticket) -> None:
         """Queue a job (jobs arrive in id order; an older id is also placed correctly)."""
         if ticket.job_id in self._tickets:

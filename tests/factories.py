@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.jobs import Interaction, JobKind, JobParams, NewJob
+from bot.jobs import Interaction, Job, JobKind, JobParams, NewJob
+from bot.lifecycle import LocalLifecycle
+from bot.renderers.base import Capabilities
 
 
 def new_job(
@@ -29,3 +31,12 @@ def new_job(
             application_id=5, token=f"tok-{guild}-{user}", created_at=datetime.now(UTC), message_id=None
         ),
     )
+
+
+ONE_AT_A_TIME = Capabilities(sizes=((64, 64),))
+
+
+async def claim_one(lifecycle: LocalLifecycle, backend: str = "test") -> Job | None:
+    """Claim the next job for a backend that renders one job per call."""
+    jobs = await lifecycle.claim(backend, ONE_AT_A_TIME)
+    return jobs[0] if jobs else None

@@ -99,7 +99,7 @@ async def result(
 ) -> Job:
     """Render a job for ``user``; post it in ``channel`` (None: leave it rendered, not posted)."""
     job = await store.jobs.add_queued(new_job(guild=guild, user=user, count=images))
-    assert [j.id for j in await store.jobs.claim("test")] == [job.id]
+    assert [j.id for j in await store.jobs.start("test", [job.id], [])] == [job.id]
     rendered = await store.jobs.mark_rendered(job.id, tuple(f"{i}.png" for i in range(images)), "test", None)
     if channel is None:
         return rendered

@@ -9,7 +9,7 @@ import pytest
 
 from bot.errors import LimitReached
 from bot.jobs import JobStatus
-from bot.queue import SqliteJobQueue
+from bot.lifecycle import LocalLifecycle
 from bot.quotas import Admission, Budget, Limits, windows
 from bot.store import Store
 from tests.factories import new_job
@@ -33,7 +33,7 @@ def admission(
 
 
 async def test_ten_requests_at_once_with_one_image_left_let_exactly_one_through(
-    queue: SqliteJobQueue, store: Store
+    queue: LocalLifecycle, store: Store
 ) -> None:
     async def ask() -> bool:
         try:
@@ -48,12 +48,12 @@ async def test_ten_requests_at_once_with_one_image_left_let_exactly_one_through(
 
 
 async def test_a_failed_or_cancelled_job_gives_its_quota_back_and_a_posted_one_keeps_it(
-    queue: SqliteJobQueue, store: Store
+    queue: LocalLifecycle, store: Store
 ) -> None:
     used = windows(NOW)
     job = await queue.submit(new_job(guild=1, user=10), admission(3, cost=2))
     assert (await store.charges.member_usage(1, 10, used)).day == 2  # reserved while in flight
-    await store.jobs.claim("test")
+    await store.jobs.start("test", [job.id], [])
     await store.jobs.mark_failed(job.id, "boom")
     assert (await store.charges.member_usage(1, 10, used)).day == 0
 
@@ -62,7 +62,7 @@ async def test_a_failed_or_cancelled_job_gives_its_quota_back_and_a_posted_one_k
     assert (await store.charges.member_usage(1, 10, used)).day == 0
 
     job = await queue.submit(new_job(guild=1, user=10), admission(3, cost=2))
-    await store.jobs.claim("test")
+    await store.jobs.start("test", [job.id], [])
     await store.jobs.mark_rendered(job.id, ("a.png",), "test", None)
     await store.jobs.mark_posted(job.id, 555, 100)
     assert (await store.charges.member_usage(1, 10, used)).day == 2
@@ -71,7 +71,7 @@ async def test_a_failed_or_cancelled_job_gives_its_quota_back_and_a_posted_one_k
 
 
 async def test_the_cooldown_counts_from_the_last_accepted_request(
-    queue: SqliteJobQueue, store: Store
+    queue: LocalLifecycle, store: Store
 ) -> None:
     await queue.submit(new_job(guild=1, user=10), admission(None))
     with pytest.raises(LimitReached, match="wait"):
@@ -80,7 +80,7 @@ async def test_the_cooldown_counts_from_the_last_accepted_request(
     await queue.submit(new_job(guild=1, user=11), admission(None, cooldown_s=3600))
 
 
-async def test_the_monthly_image_budget_pauses_the_guild(queue: SqliteJobQueue, store: Store) -> None:
+async def test_the_monthly_image_budget_pauses_the_guild(queue: LocalLifecycle, store: Store) -> None:
     budget = Budget(images_per_month=3)
     await queue.submit(new_job(guild=1, user=10), admission(None, cost=2, budget=budget))
     with pytest.raises(LimitReached, match="moderator"):
@@ -88,7 +88,7 @@ async def test_the_monthly_image_budget_pauses_the_guild(queue: SqliteJobQueue, 
     await queue.submit(new_job(guild=2, user=11), admission(None, cost=2, budget=budget))
 
 
-async def test_charges_since_lists_unreleased_charges(queue: SqliteJobQueue, store: Store) -> None:
+async def test_charges_since_lists_unreleased_charges(queue: LocalLifecycle, store: Store) -> None:
     kept = await queue.submit(new_job(guild=1, user=10), admission(None, cost=2))
     dropped = await queue.submit(new_job(guild=1, user=11), admission(None, cost=1))
     await queue.cancel(dropped.id, 1, 11)

@@ -84,7 +84,7 @@ def service(store: Store, board: Board, clock: Clock) -> ChallengeService:
 
 async def posted_result(store: Store, user: int) -> Job:
     job = await store.jobs.add_queued(new_job(GUILD, user))
-    await store.jobs.claim("test")
+    await store.jobs.start("test", [job.id], [])
     await store.jobs.mark_rendered(job.id, ("a.png",), "test", None)
     return await store.jobs.mark_posted(job.id, 5000 + job.id, CHANNEL)
 

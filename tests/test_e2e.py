@@ -41,7 +41,7 @@ async def running_without_interaction(store: Store) -> Job:
     job = await store.jobs.add_queued(
         replace(new_job(guild=GUILD_A, user=ALICE, backend="openai"), channel_id=CHANNEL_A, interaction=None)
     )
-    await store.jobs.claim("openai")
+    await store.jobs.start("openai", [job.id], [])
     return job
 
 

@@ -11,8 +11,8 @@ from bot import guild_settings
 from bot.config import DEFAULT_PRICES
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
 from bot.jobs import JobKind, JobParams, Requester
+from bot.lifecycle import LocalLifecycle
 from bot.moderation import Moderation
-from bot.queue import SqliteJobQueue
 from bot.quotas import Admission, PriceTable
 from bot.store import Store
 from tests.factories import new_job
@@ -190,7 +190,7 @@ async def test_admission_prices_the_job_by_role_cost_and_model(moderation: Moder
 
 
 async def test_usage_report_counts_posted_and_pending_images_per_day_and_member(
-    queue: SqliteJobQueue, moderation: Moderation
+    queue: LocalLifecycle, moderation: Moderation
 ) -> None:
     limits = (await moderation.admit(who(), JobKind.IMAGINE, "openai", params())).limits
     for day, user, count in ((0, MEMBER, 2), (0, MOD, 1), (3, MEMBER, 4)):

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from bot.fairness import fair_order
 from bot.renderers.base import Capabilities
 from bot.scheduler import BATCH_SCAN, FairQueue, Ticket
+from tests.fairness_reference import fair_order
 
 Job3 = tuple[int, int, int]  # (job id, guild, member)
 

@@ -17,10 +17,9 @@ from bot.store.challenges import ChallengeStore
 from bot.store.charges import ChargeStore
 from bot.store.connection import Database
 from bot.store.errors import RowMissing, StoreError, TransitionRefused
-from bot.store.jobs import ActiveCounts, JobStore
+from bot.store.jobs import JobStore
 
 __all__ = [
-    "ActiveCounts",
     "ChallengeStore",
     "ChargeStore",
     "JobStore",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
-from bot.fairness import fair_order
 from bot.jobs import (
     TRANSITIONS,
     Interaction,
@@ -31,15 +30,6 @@ log = logging.getLogger(__name__)
 
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 CANCEL_NOTE = "error = 'Cancelled by the member.'"  # the assignment every cancellation makes
-
-
-@dataclass(frozen=True)
-class ActiveCounts:
-    """Jobs queued or running: the member's in their guild, the guild's, and everyone's."""
-
-    member: int
-    guild: int
-    total: int
 
 
 class JobStore:
@@ -73,23 +63,6 @@ class JobStore:
             )
             return await _get(db, job_id)
 
-    async def active_counts(self, guild_id: int, user_id: int) -> ActiveCounts:
-        """Count the jobs waiting or rendering, for the queue's limits."""
-        async with self._db.read() as db:
-            cur = await db.execute(
-                """
-                SELECT
-                    COALESCE(SUM(guild_id = :g AND user_id = :u), 0),
-                    COALESCE(SUM(guild_id = :g), 0),
-                    COUNT(*)
-                FROM jobs WHERE status IN ('queued', 'running')
-                """,
-                {"g": guild_id, "u": user_id},
-            )
-            row = await cur.fetchone()
-        assert row is not None
-        return ActiveCounts(int(row[0]), int(row[1]), int(row[2]))
-
     async def last_request_at(self, guild_id: int, user_id: int) -> datetime | None:
         """When the member last asked for a render in this guild (picks render nothing and do not count)."""
         async with self._db.read() as db:
@@ -103,59 +76,41 @@ class JobStore:
 
     # -- scheduling ------------------------------------------------------------------------------
 
-    async def claim(
-        self, backend: str, joins: Callable[[Sequence[Job], Job], bool] | None = None
+    async def start(
+        self, backend: str, job_ids: Sequence[int], turns: Iterable[tuple[int, int, int]]
     ) -> list[Job]:
-        """Move the next job in fair order to running, with the further jobs ``joins`` admits.
+        """Move the jobs the scheduler picked to running and record the turns they took.
 
-        Candidates are offered in fair order, so a batch only ever pulls compatible jobs ahead
-        by one batch; each taken job counts as a turn for its guild and member, so the guilds
-        passed over are first in line next time.
+        ``turns`` are (guild, member, turn) rows, member 0 being the guild's own turn.
         """
         async with self._db.transaction() as db:
-            # Only a batching backend needs every candidate's parameters; others read three columns.
-            columns = "*" if joins is not None else "id, guild_id, user_id"
-            cur = await db.execute(
-                f"SELECT {columns} FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id", (backend,)
+            await db.executemany(
+                """
+                INSERT INTO turns (backend, guild_id, user_id, last_turn) VALUES (?, ?, ?, ?)
+                ON CONFLICT (backend, guild_id, user_id) DO UPDATE SET last_turn = excluded.last_turn
+                """,
+                [(backend, guild, member, turn) for guild, member, turn in turns],
             )
-            rows = await cur.fetchall()
-            if not rows:
-                return []
-            turns = await _turns(db, backend)
-            order = fair_order(((int(r["id"]), int(r["guild_id"]), int(r["user_id"])) for r in rows), turns)
-            if joins is None:
-                taken = [await _get(db, order[0])]
-            else:
-                queued = {job.id: job for job in map(job_from_row, rows)}
-                taken = [queued[order[0]]]
-                for job_id in order[1:]:
-                    if joins(taken, queued[job_id]):
-                        taken.append(queued[job_id])
-            turn = max(turns.values(), default=0)
-            for job in taken:
-                turn += 1
-                await db.executemany(
-                    """
-                    INSERT INTO turns (backend, guild_id, user_id, last_turn) VALUES (?, ?, ?, ?)
-                    ON CONFLICT (backend, guild_id, user_id) DO UPDATE SET last_turn = excluded.last_turn
-                    """,
-                    [(backend, job.guild_id, 0, turn), (backend, job.guild_id, job.user_id, turn)],
-                )
-                await _transition(db, job.id, JobStatus.RUNNING, "attempts = attempts + 1")
-            return [await _get(db, job.id) for job in taken]
+            jobs = []
+            for job_id in job_ids:
+                await _transition(db, job_id, JobStatus.RUNNING, "attempts = attempts + 1")
+                jobs.append(await _get(db, job_id))
+            return jobs
 
-    async def queue_snapshot(
-        self, backend: str
-    ) -> tuple[list[tuple[int, int, int]], dict[tuple[int, int], int]]:
-        """Return the queued (job id, guild, member) triples of a backend and its turn table."""
+    async def turns(self) -> dict[str, dict[tuple[int, int], int]]:
+        """Return every backend's turns: (guild, 0) and (guild, member) to the turn last served."""
         async with self._db.read() as db:
-            cur = await db.execute(
-                "SELECT id, guild_id, user_id FROM jobs WHERE status = 'queued' AND backend = ? ORDER BY id",
-                (backend,),
-            )
-            jobs = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
-            turns = await _turns(db, backend)
-        return jobs, turns
+            cur = await db.execute("SELECT backend, guild_id, user_id, last_turn FROM turns")
+            turns: dict[str, dict[tuple[int, int], int]] = {}
+            for r in await cur.fetchall():
+                turns.setdefault(str(r[0]), {})[(int(r[1]), int(r[2]))] = int(r[3])
+            return turns
+
+    async def running(self) -> list[tuple[int, int]]:
+        """Return the (guild, member) of every running job (a few: one per render slot and batch place)."""
+        async with self._db.read() as db:
+            cur = await db.execute("SELECT guild_id, user_id FROM jobs WHERE status = 'running'")
+            return [(int(r[0]), int(r[1])) for r in await cur.fetchall()]
 
     # -- finishing -------------------------------------------------------------------------------
 
@@ -274,12 +229,14 @@ class JobStore:
     async def requeue_interrupted(self) -> None:
         """Return renders a restart interrupted to the queue (or end them, if their member cancelled)."""
         async with self._db.transaction() as db:
-            cur = await db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id")
-            for job in [job_from_row(r) for r in await cur.fetchall()]:
-                if job.cancel_requested:
-                    await _transition(db, job.id, JobStatus.CANCELLED, CANCEL_NOTE)
+            cur = await db.execute(
+                "SELECT id, cancel_requested FROM jobs WHERE status = 'running' ORDER BY id"
+            )
+            for row in await cur.fetchall():
+                if row[1]:
+                    await _transition(db, int(row[0]), JobStatus.CANCELLED, CANCEL_NOTE)
                 else:
-                    await _transition(db, job.id, JobStatus.QUEUED)
+                    await _transition(db, int(row[0]), JobStatus.QUEUED)
 
     async def undelivered(self) -> list[Job]:
         """Return jobs whose result, failure or cancellation has not been posted yet."""
@@ -331,11 +288,6 @@ async def _insert_job(
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
-
-
-async def _turns(db: aiosqlite.Connection, backend: str) -> dict[tuple[int, int], int]:
-    cur = await db.execute("SELECT guild_id, user_id, last_turn FROM turns WHERE backend = ?", (backend,))
-    return {(int(r[0]), int(r[1])): int(r[2]) for r in await cur.fetchall()}
 
 
 async def _transition(
