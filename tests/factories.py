@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from bot.challenges import Challenge, Entry, Ranked
 from bot.jobs import Interaction, JobKind, JobParams, NewJob
 
 
@@ -29,3 +31,29 @@ def new_job(
             application_id=5, token=f"tok-{guild}-{user}", created_at=datetime.now(UTC), message_id=None
         ),
     )
+
+
+class Clock:
+    """A clock tests set by hand, for services that take ``clock=``."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class SilentBoard:
+    """A challenge board that posts nothing, for tests that drive the phases themselves."""
+
+    async def announce(self, challenge: Challenge) -> int:
+        return 1
+
+    async def show_entry(self, challenge: Challenge, entry: Entry, number: int) -> int:
+        return 1
+
+    async def announce_results(self, challenge: Challenge, ranked: Sequence[Ranked]) -> int:
+        return 1
+
+    async def update_announcement(self, challenge: Challenge) -> None:
+        return None
