@@ -26,7 +26,7 @@ Decisions, so the store, the cog and the tests agree:
   always comes from the jobs table, never from the message a member points at.
 - Voting toggles: pressing an entry's vote button adds the member's vote, pressing it again
   takes it back (``vote_action``). With ``votes_per_member`` set, changing a vote means taking
-  one back first. The store passes a voter's *counting* votes (on entries neither withdrawn nor
+  one back first. The service passes a voter's *counting* votes (on entries neither withdrawn nor
   disqualified), so disqualifying an entry gives its voters their votes back without deleting
   anything; ``tally`` ignores votes on such entries anyway.
 - Standings: most votes first; ties go to the earlier submission, then the lower entry id, so

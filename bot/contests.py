@@ -1,9 +1,10 @@
 """The challenge service: starts challenges, takes entries and votes, and runs their deadlines.
 
 The rules live in ``bot.challenges`` and the state in the store; this module applies the rules
-inside store transactions and decides when things happen. Messages go out through a ``Board`` (Discord in the bot, a recorder in tests), so the
-service holds no Discord objects. Every deadline is processed from stored state: a challenge
-whose deadline passed while Easel was down moves on at the next start, once.
+inside store transactions and decides when things happen. Messages go out through a ``Board``
+(Discord in the bot, a recorder in tests), so the service holds no Discord objects. Every
+deadline is processed from stored state: a challenge whose deadline passed while Easel was down
+moves on at the next start, once.
 """
 
 from __future__ import annotations

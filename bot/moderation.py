@@ -227,7 +227,7 @@ class Moderation:
         return requested
 
     async def admit(self, who: Requester, kind: JobKind, backend: str, params: JobParams) -> Admission:
-        """Screen a request's words and price it; the store checks the quota when it writes the job."""
+        """Screen a request's words and price it; the queue checks the quota when it writes the job."""
         settings = await self.screen(who)
         if backend in self._backends and not _allows(settings, backend):
             raise NotAllowed(f"The {backend} backend is turned off in this server.")

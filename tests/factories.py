@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from bot.challenges import Challenge, Entry, Ranked
 from bot.jobs import Interaction, Job, JobKind, JobParams, NewJob
 from bot.lifecycle import LocalLifecycle
 from bot.renderers.base import Capabilities
@@ -40,3 +42,29 @@ async def claim_one(lifecycle: LocalLifecycle, backend: str = "test") -> Job | N
     """Claim the next job for a backend that renders one job per call."""
     jobs = await lifecycle.claim(backend, ONE_AT_A_TIME)
     return jobs[0] if jobs else None
+
+
+class Clock:
+    """A clock tests set by hand, for services that take ``clock=``."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class SilentBoard:
+    """A challenge board that posts nothing, for tests that drive the phases themselves."""
+
+    async def announce(self, challenge: Challenge) -> int:
+        return 1
+
+    async def show_entry(self, challenge: Challenge, entry: Entry, number: int) -> int:
+        return 1
+
+    async def announce_results(self, challenge: Challenge, ranked: Sequence[Ranked]) -> int:
+        return 1
+
+    async def update_announcement(self, challenge: Challenge) -> None:
+        return None

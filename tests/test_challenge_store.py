@@ -18,7 +18,7 @@ from bot.jobs import Job, Requester
 from bot.moderation import Moderation
 from bot.quotas import PriceTable
 from bot.store import Store
-from tests.factories import new_job
+from tests.factories import Clock, SilentBoard, new_job
 
 GUILD, OTHER_GUILD = 1, 2
 CHANNEL, OTHER_CHANNEL = 100, 200  # new_job asks in channel guild * 100
@@ -31,33 +31,9 @@ VOTING = SUBMIT_UNTIL + timedelta(hours=1)
 VOTE_UNTIL = SUBMIT_UNTIL + timedelta(days=1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Board:
-    """Posts nothing: these tests drive phases themselves."""
-
-    async def announce(self, challenge: Challenge) -> int:
-        return 1
-
-    async def show_entry(self, challenge: Challenge, entry: Entry, number: int) -> int:
-        return 1
-
-    async def announce_results(self, challenge: Challenge, ranked: object) -> int:
-        return 1
-
-    async def update_announcement(self, challenge: Challenge) -> None:
-        return None
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture
@@ -69,7 +45,7 @@ def service(store: Store, clock: Clock) -> ChallengeService:
     moderation = Moderation(
         store, backends=("test",), prices=PriceTable(DEFAULT_PRICES), priced_models={}, clock=clock
     )
-    return ChallengeService(store, moderation, Board(), clock=clock)
+    return ChallengeService(store, moderation, SilentBoard(), clock=clock)
 
 
 def who(user: int, *, guild: int = GUILD, channel: int = CHANNEL) -> Requester:
