@@ -13,15 +13,14 @@ from datetime import datetime
 from pathlib import Path
 
 import discord
-import yarl
-from discord.gateway import DiscordWebSocket
 
 from bot import images
 from bot.app import EaselBot, Services
 from bot.challenge_board import DiscordBoard
-from bot.config import DiscordSettings, Settings, load_settings
+from bot.config import Settings, load_settings
 from bot.contests import ChallengeService
 from bot.delivery import Delivery
+from bot.endpoints import point_at
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
@@ -37,18 +36,6 @@ from bot.store import Store
 from bot.worker import Worker
 
 log = logging.getLogger("bot")
-
-
-def point_at(discord_settings: DiscordSettings) -> None:
-    """Send discord.py's REST (and, if set, gateway) traffic to the configured endpoints.
-
-    discord.py reads its REST base from ``Route.BASE`` and, for a bot that does not ask
-    ``/gateway/bot``, its gateway from ``DiscordWebSocket.DEFAULT_GATEWAY``: class attributes,
-    so this is process-wide, done once here before the client starts.
-    """
-    discord.http.Route.BASE = discord_settings.api_base
-    if discord_settings.gateway_url:
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(discord_settings.gateway_url)
 
 
 def check_openai(settings: Settings) -> list[str]:
