@@ -25,6 +25,7 @@ from bot.app import EaselBot, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.guild_settings import Kind
+from bot.jobs import Requester
 from bot.moderation import Change, Moderation
 from bot.policy import PATTERN_MAX, TERM_MAX
 
@@ -154,9 +155,9 @@ class Settings(commands.Cog):
 
     @set_.autocomplete("value")
     async def values(self, interaction: discord.Interaction[EaselBot], current: str) -> list[Choice[str]]:
-        """Offer valid values for the key chosen so far, to moderators: choices, backends, on/off, time zones…"""
+        """Offer moderators valid values for the key chosen so far: choices, backends, on/off, time zones…"""
         setting = guild_settings.BY_KEY.get(str(getattr(interaction.namespace, "key", "") or ""))
-        if setting is None or not await self._is_moderator(interaction):
+        if setting is None or not await self._is_moderator(requester(interaction)):
             return []
         typed = current.strip()
         candidates = [typed] if typed and len(typed) <= CHOICE_MAX else []
@@ -305,17 +306,16 @@ class Settings(commands.Cog):
             change = await self.moderation.remove_from_list(who, "exempt_roles", role.id)
         await _done(interaction, change)
 
-    async def _is_moderator(self, interaction: discord.Interaction[EaselBot]) -> bool:
-        who = requester(interaction)
+    async def _is_moderator(self, who: Requester) -> bool:
         return self.moderation.is_moderator(who, await self.moderation.settings(who.guild_id))
 
     async def _list_choices(
         self, interaction: discord.Interaction[EaselBot], key: str, current: str
     ) -> list[Choice[str]]:
-        # The lists may hold slurs: only moderators are shown them, even if a stale client offers the command.
-        if not await self._is_moderator(interaction):
-            return []
         who = requester(interaction)
+        # The lists may hold slurs: only moderators are shown them, even if a stale client offers the command.
+        if not await self._is_moderator(who):
+            return []
         wanted = current.casefold()
         choices = []
         for position, item in enumerate((await self.moderation.stored(who.guild_id))[key], start=1):
