@@ -17,6 +17,7 @@ import discord
 from bot import images
 from bot.app import EaselBot, Services
 from bot.challenge_board import DiscordBoard
+from bot.channels import can_post
 from bot.config import Settings, load_settings
 from bot.contests import ChallengeService
 from bot.delivery import Delivery
@@ -112,6 +113,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 priced_models={"openai": settings.openai.model} if settings.openai.enabled else {},
                 moderate=openai.moderate if openai is not None else None,
                 audit=delivery.audit,
+                channels=lambda guild_id, channel_id: can_post(bot, guild_id, channel_id),
                 clock=clock,
             )
             board = DiscordBoard(bot, store, files, output_format=settings.images.output_format)

@@ -1,6 +1,7 @@
 """The moderation service: guild settings, who may change them, and what a request is allowed to cost.
 
-No Discord objects here: the cogs pass a Requester, and audit lines go out through a callback.
+No Discord objects here: the cogs pass a Requester, audit lines go out through a callback, and
+another callback says which channels are a guild's own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from bot import admission, charts, guild_settings, quotas
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
-from bot.guild_settings import GuildSettings
+from bot.guild_settings import GuildSettings, Kind
 from bot.jobs import JobKind, JobParams, Requester, utcnow
 from bot.policy import PATTERNS_MAX, TERMS_MAX, validate_pattern, validate_term
 from bot.quotas import Admission, Limits, PriceTable, Windows
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # Sends one line to a guild's audit channel (guild id, channel id, text); errors are the sender's.
 AuditSink = Callable[[int, int, str], Awaitable[None]]
+# Says whether Easel may post in a channel of a guild (guild id, channel id): None when the channel
+# is not one of that guild's (another server's, deleted, or never seen by Easel).
+ChannelAccess = Callable[[int, int], bool | None]
 # Returns True when a moderation model flags the text.
 Moderate = Callable[[str], Awaitable[bool]]
 USAGE_DAYS = 30
@@ -75,6 +79,8 @@ class Moderation:
         priced_models: Mapping[str, str],
         moderate: Moderate | None = None,
         audit: AuditSink | None = None,
+        # None: no Discord to ask (tests of the rules alone), so every channel id is taken as the guild's.
+        channels: ChannelAccess | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -83,6 +89,7 @@ class Moderation:
         self._priced_models = dict(priced_models)
         self._moderate = moderate
         self._audit = audit
+        self._channels = channels
         self._clock = clock
         self._cache: dict[int, GuildSettings] = {}
 
@@ -124,7 +131,9 @@ class Moderation:
     async def change(self, who: Requester, key: str, text: str) -> Change:
         """Set one setting from a moderator's text."""
         await self.require_moderator(who)
-        value = guild_settings.parse(key, text, backends=self._backends)
+        # Parsing compiles and tries blocked patterns: off the event loop.
+        value = await asyncio.to_thread(guild_settings.parse, key, text, backends=self._backends)
+        self._check_channels(who.guild_id, key, value)
         return await self._write(who, key, lambda _current: value)
 
     async def reset(self, who: Requester, key: str) -> Change:
@@ -154,8 +163,9 @@ class Moderation:
         """Add one entry to a list setting (a blocked term or pattern, a banned member)."""
         await self.require_moderator(who)
         check = {"blocked_terms": validate_term, "blocked_patterns": validate_pattern}.get(key)
-        if check is not None and (problem := check(item)):
+        if check is not None and (problem := await asyncio.to_thread(check, item)):
             raise InvalidInput(problem)
+        self._check_channels(who.guild_id, key, [item])
         cap = {"blocked_terms": TERMS_MAX, "blocked_patterns": PATTERNS_MAX}.get(key, 10_000)
 
         def update(current: list[Any]) -> list[Any]:
@@ -179,6 +189,25 @@ class Moderation:
             return [entry for entry in current if entry != item]
 
         return await self._write(who, key, update)
+
+    def _check_channels(self, guild_id: int, key: str, value: Any) -> None:
+        """Refuse another server's channel in a channel setting, and an audit channel Easel cannot post in."""
+        kind = guild_settings.BY_KEY[key].kind
+        if self._channels is None or kind not in (Kind.CHANNEL, Kind.CHANNELS) or value is None:
+            return
+        for channel_id in value if isinstance(value, list) else [value]:
+            access = self._channels(guild_id, channel_id)
+            if access is None:
+                raise InvalidInput(
+                    f"<#{channel_id}> is not a channel of this server that Easel can see; "
+                    f"choose one of this server's channels for {key}."
+                )
+            # The one-channel setting is where Easel posts (the audit channel); rules need only the channel.
+            if kind is Kind.CHANNEL and not access:
+                raise InvalidInput(
+                    f"Easel cannot post in <#{channel_id}>: give it View Channel and Send Messages there, "
+                    f"or choose another channel for {key}."
+                )
 
     async def _write(self, who: Requester, key: str, update: Callable[[Any], Any]) -> Change:
         default = guild_settings.BY_KEY[key].default
@@ -332,6 +361,14 @@ class Moderation:
 
     async def _post(self, guild_id: int, channel_id: int, text: str) -> None:
         if self._audit is None:
+            return
+        if self._channels is not None and self._channels(guild_id, channel_id) is None:
+            # Stored before channels were checked, or the channel is gone: never another server's.
+            log.warning(
+                "guild %d: audit channel %d is not one of its channels; the line was not posted",
+                guild_id,
+                channel_id,
+            )
             return
         try:
             await self._audit(guild_id, channel_id, text)

@@ -215,7 +215,7 @@ async def test_status_shows_moderators_the_model_device_and_queue(tmp_path: Path
         embed = asked.callback.data["embeds"][0]  # type: ignore[union-attr]
         text = str(embed)
         assert asked.ephemeral
-        for shown in (str(tiny_model), "StableDiffusionPipeline", "cpu", "GPU memory", "waiting"):
+        for shown in (tiny_model.name, "StableDiffusionPipeline", "cpu", "GPU memory", "waiting"):
             assert shown in text
         assert [f["name"] for f in embed["fields"]] == ["`local`", "`openai`", "`lanczos`"]
 

@@ -250,3 +250,5 @@ class Guild:
     bot_role_id: int
     joined_at: dt.datetime = field(default_factory=utcnow)
     roles: dict[int, str] = field(default_factory=dict)  # besides @everyone and the bot's role
+    # Channel id -> the permission bits that channel's overwrite denies the bot's role.
+    bot_denied: dict[int, int] = field(default_factory=dict)

@@ -57,6 +57,8 @@ from .records import (
 API_PREFIX = "/api/v10"
 # How long Discord remembers an enforce_nonce nonce ("the past few minutes").
 NONCE_WINDOW = 300.0
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
 SUPPRESS_NOTIFICATIONS = 1 << 12
 # Pinning needs Manage Messages, or since 2025 the separate Pin Messages permission.
 MANAGE_MESSAGES = 1 << 13
@@ -283,13 +285,18 @@ class FakeDiscord:
             )
         return role_id
 
-    async def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False) -> int:
-        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id."""
+    async def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False, bot_denied: int = 0) -> int:
+        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id.
+
+        ``bot_denied``: permission bits an overwrite denies the bot's role there (and that posting checks).
+        """
         guild = self.guilds[guild_id]
         channel_id = snowflake()
         guild.channels[channel_id] = name
         if nsfw:
             guild.nsfw_channels.add(channel_id)
+        if bot_denied:
+            guild.bot_denied[channel_id] = bot_denied
         session = self._gateway.live_session(self._shard_for(guild_id))
         if session is not None:
             await self._gateway.dispatch(session, "CHANNEL_CREATE", channel_payload(guild, channel_id))
@@ -1206,6 +1213,11 @@ class FakeDiscord:
     async def _create_channel_message(self, call: _Call) -> web.StreamResponse:
         channel_id = int(call.params["cid"])
         guild = self._find_channel(channel_id)
+        denied = guild.bot_denied.get(channel_id, 0)
+        if denied & VIEW_CHANNEL:
+            raise ApiError(403, "Missing Access", 50001)
+        if denied & SEND_MESSAGES:
+            raise ApiError(403, "Missing Permissions", 50013)
         self._check_sizes(guild.id, call.uploads)
         body = call.body if isinstance(call.body, dict) else {}
         nonce = body.get("nonce")
