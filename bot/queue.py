@@ -22,6 +22,10 @@ class JobQueue(Protocol):
         """Store a job as queued, charged to its member (or raise LimitReached); durable on return."""
         ...
 
+    async def check(self, new: NewJob, admission: Admission) -> None:
+        """Raise what ``submit`` would raise for ``new`` now (a limit, the quota), storing nothing."""
+        ...
+
     async def claim(self, backend: str) -> Job | None:
         """Take the next job for ``backend`` in fair order, marking it running."""
         ...
@@ -70,6 +74,16 @@ class SqliteJobQueue:
             raise
         self.poke(job.backend)
         return job
+
+    async def check(self, new: NewJob, admission: Admission) -> None:
+        """Raise what ``submit`` would raise for ``new`` now (a limit, the quota), storing nothing."""
+        await self._store.check_enqueue(
+            new,
+            max_per_member=self._limits.max_per_member,
+            max_per_guild=self._limits.max_per_guild,
+            max_total=self._limits.max_total,
+            admission=admission,
+        )
 
     async def claim(self, backend: str) -> Job | None:
         """Take the next job for ``backend`` in fair order, marking it running."""

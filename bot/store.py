@@ -52,6 +52,7 @@ from bot.jobs import (
     JobParams,
     JobStatus,
     NewJob,
+    new_public_id,
     utcnow,
 )
 from bot.quotas import Admission, Windows
@@ -139,23 +140,7 @@ class Store:
         transaction that writes the job, so requests sent at once cannot slip past a limit together.
         """
         async with self._tx() as db:
-            member, guild, total = await _fetch_counts(db, new.guild_id, new.user_id)
-            if member >= max_per_member:
-                raise LimitReached(
-                    f"You already have {member} job(s) waiting or rendering (the limit is {max_per_member}). "
-                    "Wait for one to finish, or cancel one with /queue."
-                )
-            if guild >= max_per_guild:
-                raise LimitReached(
-                    f"This server already has {guild} jobs waiting (the limit is {max_per_guild}). "
-                    "Try again in a minute."
-                )
-            if total >= max_total:
-                raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
-            if admission is not None:
-                refusal = await _refusal(db, new.guild_id, new.user_id, new.backend, admission)
-                if refusal is not None:
-                    raise refusal.error()
+            await _check_enqueue(db, new, (max_per_member, max_per_guild, max_total), admission)
             job_id = await _insert_job(db, new, JobStatus.QUEUED, source_path=source_path, images=())
             if admission is not None:
                 await db.execute(
@@ -783,6 +768,41 @@ class Store:
             )
             return leaderboard((int(r[0]), int(r[1]), int(r[2]), 1) for r in await cur.fetchall())
 
+    # -- privacy: public ids, deletions, flags ---------------------------------------------------
+
+    async def job_by_public_id(self, guild_id: int, public_id: str) -> Job:
+        """Return the job of this guild with this public id (NotFound otherwise, another guild's too)."""
+        async with self._lock:
+            row = await (
+                await self._conn.execute(
+                    "SELECT * FROM jobs WHERE public_id = ? AND guild_id = ?", (public_id, guild_id)
+                )
+            ).fetchone()
+        if row is None:
+            raise NotFound("No job has that id.")
+        return _job_from_row(row)
+
+    async def mark_deleted(self, job_id: int, when: datetime) -> Job:
+        """Record that a job's result was deleted on Discord (the first deletion's time stays)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?", (_iso(when), job_id)
+            )
+            log.info("job %d: result deleted", job_id)
+            return await _get(db, job_id)
+
+    async def mark_flagged(self, job_id: int) -> None:
+        """Record that the safety checker flagged a job's images."""
+        async with self._tx() as db:
+            await db.execute("UPDATE jobs SET flagged = 1 WHERE id = ?", (job_id,))
+
+    async def check_enqueue(
+        self, new: NewJob, *, max_per_member: int, max_per_guild: int, max_total: int, admission: Admission
+    ) -> None:
+        """Raise what ``enqueue`` would raise for ``new`` now, writing nothing (a cheap check first)."""
+        async with self._lock:
+            await _check_enqueue(self._conn, new, (max_per_member, max_per_guild, max_total), admission)
+
 
 async def _fetch_counts(db: aiosqlite.Connection, guild_id: int, user_id: int) -> tuple[int, int, int]:
     cur = await db.execute(
@@ -800,6 +820,30 @@ async def _fetch_counts(db: aiosqlite.Connection, guild_id: int, user_id: int) -
     return int(row[0]), int(row[1]), int(row[2])
 
 
+async def _check_enqueue(
+    db: aiosqlite.Connection, new: NewJob, limits: tuple[int, int, int], admission: Admission | None
+) -> None:
+    """Raise LimitReached (or the quota's refusal) when ``new`` may not be queued now."""
+    max_per_member, max_per_guild, max_total = limits
+    member, guild, total = await _fetch_counts(db, new.guild_id, new.user_id)
+    if member >= max_per_member:
+        raise LimitReached(
+            f"You already have {member} job(s) waiting or rendering (the limit is {max_per_member}). "
+            "Wait for one to finish, or cancel one with /queue."
+        )
+    if guild >= max_per_guild:
+        raise LimitReached(
+            f"This server already has {guild} jobs waiting (the limit is {max_per_guild}). "
+            "Try again in a minute."
+        )
+    if total >= max_total:
+        raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")
+    if admission is not None:
+        refusal = await _refusal(db, new.guild_id, new.user_id, new.backend, admission)
+        if refusal is not None:
+            raise refusal.error()
+
+
 async def _insert_job(
     db: aiosqlite.Connection,
     new: NewJob,
@@ -814,8 +858,8 @@ async def _insert_job(
         """
         INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at, updated_at,
                           app_id, token, token_created_at, status_message_id, parent_id, parent_index,
-                          upload_limit, images, source_path)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          upload_limit, images, source_path, public_id, flagged)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         (
             new.guild_id,
@@ -836,6 +880,8 @@ async def _insert_job(
             new.upload_limit,
             json.dumps(list(images)),
             source_path,
+            new_public_id(),
+            int(new.flagged),
         ),
     )
     assert cur.lastrowid is not None
@@ -973,6 +1019,9 @@ def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
         posted_channel_id=row["posted_channel_id"],
         cancel_requested=bool(row["cancel_requested"]),
         attempts=int(row["attempts"]),
+        public_id=str(row["public_id"]),
+        deleted_at=_when(row["deleted_at"]),
+        flagged=bool(row["flagged"]),
     )
 
 

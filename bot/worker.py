@@ -196,6 +196,8 @@ class Worker:
                 log.info("job %d: the safety checker flagged the result; not posted here", job.id)
                 await self._end(job, refusal)
                 return
+            # Before the images are stored, so no restart can leave them shown without the flag.
+            await self._store.mark_flagged(job.id)
         try:
             ext = images.sniff_extension(outcome.images[0])
             paths = await self._files.save_results(job.id, outcome.images, ext)

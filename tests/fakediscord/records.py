@@ -250,3 +250,6 @@ class Guild:
     bot_role_id: int
     joined_at: dt.datetime = field(default_factory=utcnow)
     roles: dict[int, str] = field(default_factory=dict)  # besides @everyone and the bot's role
+    # Per channel, its permission overwrites in Discord's wire shape: {"id", "type" (0 role,
+    # 1 member), "allow", "deny"}, the permission bits as strings.
+    overwrites: dict[int, list[dict[str, Any]]] = field(default_factory=dict)

@@ -283,13 +283,29 @@ class FakeDiscord:
             )
         return role_id
 
-    async def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False) -> int:
-        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id."""
+    async def add_channel(
+        self,
+        guild_id: int,
+        name: str,
+        *,
+        nsfw: bool = False,
+        overwrites: list[dict[str, Any]] | None = None,
+    ) -> int:
+        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id.
+
+        ``overwrites`` are its permission overwrites as Discord sends them, e.g. a staff-only
+        channel: ``[{"id": str(guild_id), "type": 0, "allow": "0", "deny": str(VIEW_CHANNEL)}, ...]``.
+        """
         guild = self.guilds[guild_id]
         channel_id = snowflake()
         guild.channels[channel_id] = name
         if nsfw:
             guild.nsfw_channels.add(channel_id)
+        if overwrites:
+            guild.overwrites[channel_id] = [
+                {**o, "id": str(o["id"]), "allow": str(o.get("allow", 0)), "deny": str(o.get("deny", 0))}
+                for o in overwrites
+            ]
         session = self._gateway.live_session(self._shard_for(guild_id))
         if session is not None:
             await self._gateway.dispatch(session, "CHANNEL_CREATE", channel_payload(guild, channel_id))
@@ -460,6 +476,7 @@ class FakeDiscord:
         permissions: int = DEFAULT_MEMBER_PERMISSIONS,
         created_at: dt.datetime | None = None,
         values: list[str] | None = None,
+        roles: list[int] | None = None,
     ) -> Interaction:
         """Send a MESSAGE_COMPONENT interaction for a component of one of the bot's messages."""
         msg = self.messages[message.id]
@@ -484,7 +501,7 @@ class FakeDiscord:
             user_id,
             data,
             permissions,
-            None,
+            roles,
             created_at,
             name=custom_id,
             message=msg,
