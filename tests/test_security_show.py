@@ -328,7 +328,10 @@ async def test_variation_refuses_banned_members_denied_channels_and_non_images_w
             return inter.followups[-1].content
 
         assert "turned off image generation for you" in await refused(BOB, png(), "cat.png", "image/png")
+        assert len(easel.discord.cdn_requests) == downloads
         assert "not allowed in this channel" in await refused(ALICE, png(), "cat.png", "image/png")
-        assert "not an image" in await refused(ALICE, b"%PDF-1.7", "cat.pdf", "application/pdf")
+        assert len(easel.discord.cdn_requests) == downloads
+        # The type the payload declares is enough to refuse a file that is no image at all.
+        assert "not an image" in await refused(CAROL, b"%PDF-1.7", "cat.pdf", "application/pdf")
         assert len(easel.discord.cdn_requests) == downloads
         assert easel.openai.requests_to("/images/edits") == []
