@@ -115,7 +115,7 @@ async def within_rate_limit(interaction: discord.Interaction[EaselBot]) -> bool:
     wait = interaction.client.services.actions.take(interaction.user.id)
     if not wait:
         return True
-    log.info("member %d is over the action rate limit (%.1fs to wait)", interaction.user.id, wait)
+    log.debug("member %d is over the action rate limit (%.1fs to wait)", interaction.user.id, wait)
     await reply(interaction, f"You're clicking fast: try again in {max(1, math.ceil(wait))} s.")
     return False
 
