@@ -28,6 +28,7 @@ from bot.generation import Generation
 from bot.jobs import utcnow
 from bot.lifecycle import LocalLifecycle
 from bot.moderation import Moderation
+from bot.ratelimit import RateLimiter
 from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
@@ -145,6 +146,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 worker=worker,
                 moderation=moderation,
                 contests=contests,
+                actions=RateLimiter(settings.limits.burst, settings.limits.refill_s),
             )
 
         bot = EaselBot(services)

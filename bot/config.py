@@ -131,6 +131,14 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """How fast one member may act (commands and buttons): a burst, then one action per refill."""
+
+    burst: int = 5
+    refill_s: float = 3.0
+
+
+@dataclass(frozen=True)
 class ImageSettings:
     """Output encoding and input limits."""
 
@@ -177,6 +185,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
     prices: PriceTable = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
     log_level: str = "INFO"
@@ -260,7 +269,9 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
 def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
     """Build Settings from parsed TOML; every error names the key and the fix."""
     top = _Section(
-        "config", raw, {"discord", "openai", "local", "storage", "queue", "images", "prices", "logging"}
+        "config",
+        raw,
+        {"discord", "openai", "local", "storage", "queue", "limits", "images", "prices", "logging"},
     )
     for name in top.data:
         if not isinstance(top.data[name], dict):
@@ -322,6 +333,18 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         ),
     )
 
+    lm = _Section("limits", raw.get("limits", {}), {"burst", "refill_s"})
+    ld = LimitSettings()
+    limits = LimitSettings(
+        burst=lm.get("burst", int, ld.burst, lambda v: None if 1 <= v <= 100 else "must be 1 to 100"),
+        refill_s=lm.get(
+            "refill_s",
+            float,
+            ld.refill_s,
+            lambda v: None if 0.1 <= v <= 3600 else "must be 0.1 to 3600 seconds",
+        ),
+    )
+
     i = _Section(
         "images",
         raw.get("images", {}),
@@ -361,6 +384,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         local=local,
         storage=storage,
         queue=queue,
+        limits=limits,
         images=images,
         prices=prices,
         log_level=level.upper(),

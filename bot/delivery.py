@@ -95,7 +95,7 @@ class Delivery:
         if encoded.reduced:
             embed.add_field(name="Note", value=encoded.note, inline=False)
         embed.set_image(url=f"attachment://{filename}")
-        embed.set_footer(text=f"Job #{job.id} · /show job:{job.id}")
+        embed.set_footer(text=f"Job #{job.id} · /show job:{job.public_id}")
         open_here = (
             not job.is_grid and await self._store.challenges.open_in(job.guild_id, job.posted_in) is not None
         )

@@ -39,6 +39,10 @@ class JobLifecycle(Protocol):
         """Accept a job durably, charged to its member (or raise LimitReached); queued on return."""
         ...
 
+    async def check(self, new: NewJob, admission: Admission) -> None:
+        """Raise what ``submit`` would raise for ``new`` now (a limit, the quota), storing nothing."""
+        ...
+
     async def add_rendered(self, new: NewJob, images: tuple[str, ...], made_by: str) -> Job:
         """Accept a job that needs no rendering (a U-pick of an existing image), ready to deliver."""
         ...
@@ -142,13 +146,7 @@ class LocalLifecycle:
         source = await self._files.save_source(new.source_image) if new.source_image else None
         try:
             async with self._store.transaction():
-                self._check_limits(new, await self._store.jobs.running())
-                if admission is not None:
-                    refusal = await admissions.refusal(
-                        self._store, new.guild_id, new.user_id, new.backend, admission
-                    )
-                    if refusal is not None:
-                        raise refusal.error()
+                await self._admit(new, admission)
                 job = await self._store.jobs.add_queued(new, source_path=source)
                 if admission is not None:
                     await self._store.charges.reserve(job, admission)
@@ -159,6 +157,11 @@ class LocalLifecycle:
         self._queue(job.backend).add(Ticket.of(job))
         self.poke(job.backend)
         return job
+
+    async def check(self, new: NewJob, admission: Admission) -> None:
+        """Raise what ``submit`` would raise for ``new`` now (a limit, the quota), storing nothing."""
+        async with self._store.transaction():
+            await self._admit(new, admission)
 
     async def add_rendered(self, new: NewJob, images: tuple[str, ...], made_by: str) -> Job:
         """Accept a job that needs no rendering (a U-pick of an existing image), ready to deliver."""
@@ -185,7 +188,9 @@ class LocalLifecycle:
         """Store a render's images and mark the job rendered (or cancelled, if its member asked)."""
         ext = images.sniff_extension(result.images[0])
         paths = await self._files.save_results(job.id, result.images, ext)
-        done = await self._store.jobs.mark_rendered(job.id, paths, result.made_by, result.usage)
+        done = await self._store.jobs.mark_rendered(
+            job.id, paths, result.made_by, result.usage, flagged=result.flagged
+        )
         if done.status is JobStatus.CANCELLED:
             await self._files.remove_job(job.id)
         return done
@@ -279,6 +284,14 @@ class LocalLifecycle:
     def _forget(self, job: Job) -> None:
         if job.status is not JobStatus.QUEUED and job.backend in self._queues:
             self._queues[job.backend].remove(job.id)
+
+    async def _admit(self, new: NewJob, admission: Admission | None) -> None:
+        """Raise LimitReached (or the quota's refusal) when ``new`` may not be queued now."""
+        self._check_limits(new, await self._store.jobs.running())
+        if admission is not None:
+            refusal = await admissions.refusal(self._store, new.guild_id, new.user_id, new.backend, admission)
+            if refusal is not None:
+                raise refusal.error()
 
     def _check_limits(self, new: NewJob, running: Sequence[tuple[int, int]]) -> None:
         """Refuse a job over the queue's limits; counts come from the fair order and the running jobs.

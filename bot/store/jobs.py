@@ -7,7 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
@@ -20,6 +20,7 @@ from bot.jobs import (
     JobParams,
     JobStatus,
     NewJob,
+    new_public_id,
     utcnow,
 )
 from bot.renderers.base import Usage
@@ -115,9 +116,19 @@ class JobStore:
     # -- finishing -------------------------------------------------------------------------------
 
     async def mark_rendered(
-        self, job_id: int, images: tuple[str, ...], made_by: str, usage: Usage | None
+        self,
+        job_id: int,
+        images: tuple[str, ...],
+        made_by: str,
+        usage: Usage | None,
+        *,
+        flagged: bool = False,
     ) -> Job:
-        """Record a finished render and where its images are; a job cancelled meanwhile becomes cancelled."""
+        """Record a finished render and where its images are; a job cancelled meanwhile becomes cancelled.
+
+        ``flagged`` (the safety checker's verdict) is stored in the same step as the images, so no
+        restart can leave them shown without it; a job made from a flagged image stays flagged.
+        """
         async with self._db.transaction() as db:
             job = await _get(db, job_id)
             if job.cancel_requested:
@@ -127,8 +138,8 @@ class JobStore:
                     db,
                     job_id,
                     JobStatus.RENDERED,
-                    "images = ?, made_by = ?, usage = ?",
-                    (json.dumps(images), made_by, json.dumps(asdict(usage)) if usage else None),
+                    "images = ?, made_by = ?, usage = ?, flagged = MAX(flagged, ?)",
+                    (json.dumps(images), made_by, json.dumps(asdict(usage)) if usage else None, int(flagged)),
                 )
             return await _get(db, job_id)
 
@@ -224,6 +235,28 @@ class JobStore:
             )
             return {str(r[0]): (int(r[1]), int(r[2])) for r in await cur.fetchall()}
 
+    # -- privacy: public ids, deletions, flags ---------------------------------------------------
+
+    async def by_public_id(self, guild_id: int, public_id: str) -> Job | None:
+        """Return the job of this guild with this public id, if there is one (another guild's is not)."""
+        async with self._db.read() as db:
+            row = await (
+                await db.execute(
+                    "SELECT * FROM jobs WHERE public_id = ? AND guild_id = ?", (public_id, guild_id)
+                )
+            ).fetchone()
+        return None if row is None else job_from_row(row)
+
+    async def mark_deleted(self, job_id: int, when: datetime) -> Job:
+        """Record that a job's result was deleted on Discord (the first deletion's time stays)."""
+        async with self._db.transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?",
+                (when.astimezone(UTC).isoformat(), job_id),
+            )
+            log.info("job %d: result deleted", job_id)
+            return await _get(db, job_id)
+
     # -- recovering ------------------------------------------------------------------------------
 
     async def requeue_interrupted(self) -> None:
@@ -262,8 +295,8 @@ async def _insert_job(
         """
         INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at, updated_at,
                           app_id, token, token_created_at, status_message_id, parent_id, parent_index,
-                          upload_limit, images, source_path)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          upload_limit, images, source_path, public_id, flagged)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         (
             new.guild_id,
@@ -284,6 +317,8 @@ async def _insert_job(
             new.upload_limit,
             json.dumps(list(images)),
             source_path,
+            new_public_id(),
+            int(new.flagged),
         ),
     )
     assert cur.lastrowid is not None
@@ -351,4 +386,7 @@ def job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
         posted_channel_id=row["posted_channel_id"],
         cancel_requested=bool(row["cancel_requested"]),
         attempts=int(row["attempts"]),
+        public_id=str(row["public_id"]),
+        deleted_at=None if row["deleted_at"] is None else datetime.fromisoformat(row["deleted_at"]),
+        flagged=bool(row["flagged"]),
     )

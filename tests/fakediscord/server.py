@@ -285,10 +285,20 @@ class FakeDiscord:
             )
         return role_id
 
-    async def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False, bot_denied: int = 0) -> int:
+    async def add_channel(
+        self,
+        guild_id: int,
+        name: str,
+        *,
+        nsfw: bool = False,
+        overwrites: list[dict[str, Any]] | None = None,
+        bot_denied: int = 0,
+    ) -> int:
         """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id.
 
-        ``bot_denied``: permission bits an overwrite denies the bot's role there (and that posting checks).
+        ``overwrites`` are its permission overwrites as Discord sends them, e.g. a staff-only
+        channel: ``[{"id": str(guild_id), "type": 0, "allow": "0", "deny": str(VIEW_CHANNEL)}, ...]``.
+        ``bot_denied`` adds one denying the bot's role those bits (which posting there checks).
         """
         guild = self.guilds[guild_id]
         channel_id = snowflake()
@@ -296,7 +306,12 @@ class FakeDiscord:
         if nsfw:
             guild.nsfw_channels.add(channel_id)
         if bot_denied:
-            guild.bot_denied[channel_id] = bot_denied
+            overwrites = [*(overwrites or []), {"id": guild.bot_role_id, "type": 0, "deny": bot_denied}]
+        if overwrites:
+            guild.overwrites[channel_id] = [
+                {**o, "id": str(o["id"]), "allow": str(o.get("allow", 0)), "deny": str(o.get("deny", 0))}
+                for o in overwrites
+            ]
         session = self._gateway.live_session(self._shard_for(guild_id))
         if session is not None:
             await self._gateway.dispatch(session, "CHANNEL_CREATE", channel_payload(guild, channel_id))
@@ -467,6 +482,7 @@ class FakeDiscord:
         permissions: int = DEFAULT_MEMBER_PERMISSIONS,
         created_at: dt.datetime | None = None,
         values: list[str] | None = None,
+        roles: list[int] | None = None,
     ) -> Interaction:
         """Send a MESSAGE_COMPONENT interaction for a component of one of the bot's messages."""
         msg = self.messages[message.id]
@@ -491,7 +507,7 @@ class FakeDiscord:
             user_id,
             data,
             permissions,
-            None,
+            roles,
             created_at,
             name=custom_id,
             message=msg,
@@ -1213,7 +1229,7 @@ class FakeDiscord:
     async def _create_channel_message(self, call: _Call) -> web.StreamResponse:
         channel_id = int(call.params["cid"])
         guild = self._find_channel(channel_id)
-        denied = guild.bot_denied.get(channel_id, 0)
+        denied = guild.bot_denied(channel_id)
         if denied & VIEW_CHANNEL:
             raise ApiError(403, "Missing Access", 50001)
         if denied & SEND_MESSAGES:
