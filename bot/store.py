@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -45,6 +46,7 @@ from bot.challenges import (
 from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.fairness import fair_order
 from bot.jobs import (
+    INTERACTION_TOKEN_TTL,
     TRANSITIONS,
     Interaction,
     Job,
@@ -77,7 +79,7 @@ class Store:
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Store]:
         """Open (creating if needed) the database at ``path``, apply migrations, and close it on exit."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_make_private, path)
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             conn.row_factory = aiosqlite.Row
@@ -357,7 +359,7 @@ class Store:
                 db,
                 job_id,
                 JobStatus.POSTED,
-                "message_id = ?, posted_channel_id = ?",
+                "message_id = ?, posted_channel_id = ?, token = NULL",
                 (message_id, channel_id),
             )
             return await _get(db, job_id)
@@ -377,7 +379,9 @@ class Store:
     async def set_message(self, job_id: int, message_id: int) -> None:
         """Record the message that told the member how a job ended (0: it could not be posted)."""
         async with self._tx() as db:
-            await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+            await db.execute(
+                "UPDATE jobs SET message_id = ?, token = NULL WHERE id = ?", (message_id, job_id)
+            )
 
     async def cancel(self, job_id: int, guild_id: int, user_id: int) -> Job:
         """Cancel a queued job now, or ask a running one to stop (its result is then discarded)."""
@@ -782,6 +786,33 @@ class Store:
                 (guild_id, season_id),
             )
             return leaderboard((int(r[0]), int(r[1]), int(r[2]), 1) for r in await cur.fetchall())
+
+    # -- security: interaction tokens ------------------------------------------------------------
+    # A token lets its holder post as Easel in the job's channel for 15 minutes. mark_posted and
+    # set_message drop it once the job's outcome is shown; this sweeps the rest at start.
+
+    async def clear_expired_tokens(self, now: datetime) -> int:
+        """Forget interaction tokens past Discord's 15 minutes or of jobs already answered; return how many."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET token = NULL WHERE token IS NOT NULL AND "
+                "(julianday(token_created_at) <= julianday(?) OR status = 'posted' OR message_id IS NOT NULL)",
+                ((now - INTERACTION_TOKEN_TTL).isoformat(),),
+            )
+            return cur.rowcount
+
+
+def _make_private(path: Path) -> None:
+    """Create the database (and its folder, if missing) readable by Easel's user only; tighten an existing one.
+
+    SQLite gives the -wal and -shm files the database file's mode, so the file must exist with
+    0600 before the connection opens. An existing folder is left as it is: it may be shared.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        if file.exists():
+            file.chmod(0o600)
 
 
 async def _fetch_counts(db: aiosqlite.Connection, guild_id: int, user_id: int) -> tuple[int, int, int]:
