@@ -32,12 +32,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # An interaction token starts with base64("interaction"), wherever it appears (a query's arguments).
     (re.compile(r"aW50ZXJhY3Rpb24[A-Za-z0-9_\-=]*"), REDACTED),
     # A Discord bot token: base64(user id) . timestamp . HMAC.
-    (re.compile(r"\b[A-Za-z0-9_\-]{23,}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,}"), REDACTED),
+    # Starting only where a run of such characters starts keeps this linear on long base64 blobs.
+    (re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{23,}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,}"), REDACTED),
     (re.compile(r"(?i)\b((?:Bot|Bearer)\s+)[A-Za-z0-9_.\-]{20,}"), rf"\1{REDACTED}"),
     # OpenAI's 401 text: "Incorrect API key provided: sk-proj-****abcd".
     (re.compile(r"(?i)(api key provided:\s*)\S+"), rf"\1{REDACTED}"),
     (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*.]+"), REDACTED),
-    (re.compile(r"\S*\*{3,}\S*"), REDACTED),
+    # A masked key ("abc***xyz"): the whole word. Anchored at the word's start: unanchored, a long
+    # word without "***" costs quadratic time (minutes for an image's base64).
+    (re.compile(r"(?<!\S)\S*\*{3,}\S*"), REDACTED),
 )
 
 
@@ -50,30 +53,32 @@ class _Known:
             if len(secret) < MIN_SECRET:
                 continue
             for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-                size = min(WINDOW, len(form))
+                size = min(WINDOW, len(form))  # a secret shorter than a window matches only in full
                 pieces.update(form[i : i + size] for i in range(len(form) - size + 1))
-        alternatives = "|".join(re.escape(p) for p in sorted(pieces, key=len, reverse=True))
-        # A lookahead matches at every start position, so overlapping pieces all count and the
-        # whole run they cover is removed, not just every eighth character of it.
-        self._pattern = re.compile(f"(?=({alternatives}))") if pieces else None
+        self._pieces = tuple(pieces)
 
     def scrub(self, text: str) -> str:
-        if self._pattern is None:
-            return text
-        spans: list[list[int]] = []
-        for match in self._pattern.finditer(text):
-            start, end = match.start(), match.start() + len(match[1])
-            if spans and start <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], end)
-            else:
-                spans.append([start, end])
+        # str.find per piece (C speed, ~40 ms for a 400 kB payload) rather than one regex
+        # alternation, which sre tries piece by piece at every position (~7× slower).
+        spans: list[tuple[int, int]] = []
+        for piece in self._pieces:
+            at = text.find(piece)
+            while at != -1:
+                spans.append((at, at + len(piece)))
+                at = text.find(piece, at + 1)
         if not spans:
             return text
-        parts, last = [], 0
-        for start, end in spans:
-            parts += [text[last:start], REDACTED]
-            last = end
-        parts.append(text[last:])
+        spans.sort()
+        parts: list[str] = []
+        start, end = spans[0]
+        last = 0
+        # Pieces overlap: merge them, so the whole run goes, not every eighth character of it.
+        for s, e in spans[1:]:
+            if s > end:
+                parts += [text[last:start], REDACTED]
+                last, start = end, s
+            end = max(end, e)
+        parts += [text[last:start], REDACTED, text[end:]]
         return "".join(parts)
 
 

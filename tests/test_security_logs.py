@@ -357,9 +357,7 @@ async def test_a_new_database_folder_is_owner_only(tmp_path: Path) -> None:
     assert mode(tmp_path / "fresh" / "easel.sqlite3") == 0o600
 
 
-def test_the_bot_process_creates_files_owner_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
-) -> None:
+def test_the_bot_process_creates_files_owner_only(tmp_path: Path, restore_logging: None) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[discord]\ntoken = "t"\n', encoding="utf-8")
     previous = os.umask(0o022)
