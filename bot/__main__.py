@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -47,17 +47,27 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 OWN_LOGGERS = ("bot", "cogs")
 
 
-def configure_logging(settings: Settings, stream: TextIO = sys.stderr) -> logging.Handler:
-    """Log to ``stream`` through one handler that redacts secrets from every record; return the handler."""
+@contextmanager
+def operator_logging(settings: Settings, stream: TextIO | None = None) -> Iterator[None]:
+    """Log to ``stream`` (stderr) through one handler that redacts secrets from every record, until the block ends.
+
+    Undone on exit, so a caller of ``main()`` (a test, an embedding program) keeps its own logging.
+    """
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", *OWN_LOGGERS)}
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter(settings.discord.token.reveal(), settings.openai.api_key.reveal()))
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(settings.library_log_level)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(settings.log_level)
-    return handler
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def point_at(discord_settings: DiscordSettings) -> None:
@@ -243,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"easel: config error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    with operator_logging(settings):
+        return run_command(args, settings, warnings)
+
+
+def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str]) -> int:
+    """Run the command line's command with the loaded settings; return the exit status."""
     for warning in warnings:
         log.warning("%s", warning)
     backends = [

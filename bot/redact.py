@@ -98,7 +98,9 @@ def scrub_secrets(text: str, *secrets: str) -> str:
 class RedactingFilter(logging.Filter):
     """A handler filter that scrubs every record's message, traceback and stack before it is written.
 
-    Installed on a handler, it sees the records of every library, not only Easel's.
+    Installed on a handler, it sees the records of every library, not only Easel's. It rewrites
+    the record itself (the formatted message replaces ``msg`` and ``args``), so handlers after it
+    see the scrubbed text too.
     """
 
     def __init__(self, *secrets: str) -> None:

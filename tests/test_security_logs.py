@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -9,7 +10,7 @@ import re
 import sqlite3
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,11 +18,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bot.__main__ import configure_logging, main
+from bot.__main__ import main, operator_logging
 from bot.config import parse_settings
 from bot.errors import ConfigError, RenderFailed
 from bot.jobs import Interaction, JobParams
-from bot.redact import RedactingFilter, scrub_secrets
+from bot.redact import scrub_secrets
 from bot.renderers.base import Operation, RenderRequest
 from bot.renderers.openai import OpenAIRenderer, build_client
 from bot.retry import RetryPolicy
@@ -36,19 +37,6 @@ FAST = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.01)
 # A key with characters that URL-encoding changes, so its encoded form differs from it.
 ODD_KEY = "sk-proj-Ab/Cd+Ef=Gh_Q7x9Lm2Pz4wxyz"
 LIBRARIES = ("discord", "aiosqlite", "openai", "httpx", "httpcore", "aiohttp", "PIL", "urllib3", "asyncio")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """Undo what configure_logging does to the process's loggers."""
-    root = logging.getLogger()
-    handlers, levels = list(root.handlers), {n: logging.getLogger(n).level for n in ("", "bot", "cogs")}
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
 
 
 def forms(secret: str) -> list[str]:
@@ -76,13 +64,15 @@ def job_tokens(path: Path) -> dict[int, str | None]:
         return {int(r[0]): r[1] for r in db.execute("SELECT id, token FROM jobs")}
 
 
-async def with_operator_log(easel: Harness) -> io.StringIO:
-    """Restart the bot with logging configured as ``python -m bot`` configures it, into a buffer."""
+@contextlib.asynccontextmanager
+async def operator_log(easel: Harness) -> AsyncIterator[io.StringIO]:
+    """Restart the bot with logging set up as ``python -m bot`` sets it up, into a buffer."""
     await easel.stop_bot()
     out = io.StringIO()
-    configure_logging(easel.settings, out)
-    await easel.start_bot()
-    return out
+    with operator_logging(easel.settings, out):
+        await easel.start_bot()
+        yield out
+        await easel.stop_bot()  # its closing lines too
 
 
 async def imagine_then_fail(easel: Harness) -> list[FakeInteraction]:
@@ -104,12 +94,11 @@ async def imagine_then_fail(easel: Harness) -> list[FakeInteraction]:
 # -- 4: logs -------------------------------------------------------------------------------------
 
 
-async def test_everything_at_debug_logs_no_token_and_no_key(tmp_path: Path, restore_logging: None) -> None:
-    async with running(tmp_path, logging={"level": "DEBUG", "library_level": "DEBUG"}) as easel:
-        out = await with_operator_log(easel)
+async def test_everything_at_debug_logs_no_token_and_no_key(tmp_path: Path) -> None:
+    everything = {"level": "DEBUG", "library_level": "DEBUG"}
+    async with running(tmp_path, logging=everything) as easel, operator_log(easel) as out:
         inters = await imagine_then_fail(easel)
-        await easel.stop_bot()  # flushes the closing lines too
-        text = out.getvalue()
+    text = out.getvalue()
 
     # The libraries did log the traffic that carries the tokens, so the absence below means redaction.
     assert "WebSocket Event" in text  # discord.py's gateway payloads (INTERACTION_CREATE has "token")
@@ -124,16 +113,12 @@ async def test_everything_at_debug_logs_no_token_and_no_key(tmp_path: Path, rest
     assert not leaks(text, OPENAI_KEY)
 
 
-async def test_library_loggers_stay_at_info_when_easel_logs_at_debug(
-    tmp_path: Path, restore_logging: None
-) -> None:
-    async with running(tmp_path, logging={"level": "DEBUG"}) as easel:
-        out = await with_operator_log(easel)
+async def test_library_loggers_stay_at_info_when_easel_logs_at_debug(tmp_path: Path) -> None:
+    async with running(tmp_path, logging={"level": "DEBUG"}) as easel, operator_log(easel) as out:
         await imagine_then_fail(easel)
         assert logging.getLogger("bot.worker").isEnabledFor(logging.DEBUG)
         for name in LIBRARIES:
             assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
-        await easel.stop_bot()
     library_debug = [
         line
         for line in out.getvalue().splitlines()
@@ -158,17 +143,15 @@ def test_library_level_is_a_documented_validated_key() -> None:
     assert "library_level" in example["logging"]
 
 
-def test_the_log_filter_scrubs_secrets_in_messages_arguments_and_tracebacks(restore_logging: None) -> None:
+def test_the_log_filter_scrubs_secrets_in_messages_arguments_and_tracebacks() -> None:
     bot_token = "MTAxMjM0NTY3ODkwMTIzNDU2Nzg5.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    settings = parse_settings(
+        {"discord": {"token": bot_token}, "openai": {"api_key": ODD_KEY}}, {}, base_dir=ROOT
+    )
     out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.addFilter(RedactingFilter(bot_token, ODD_KEY))
-    logging.getLogger().addHandler(handler)
-    library = logging.getLogger("some.library")
-    library.setLevel(logging.INFO)
-    library.propagate = True
+    library = logging.getLogger("discord.http")
     interaction = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDEyMzQ1Njc4OlRoaXNJc0FTZWNyZXQ"
-    try:
+    with operator_logging(settings, out):
         library.info("POST /interactions/123/%s/callback", "not-base64-token-value-123")
         library.info("event %s", {"t": "INTERACTION_CREATE", "d": {"token": "plain-token-value-456"}})
         library.info('payload {"op": 2, "d": {"token": "%s"}}', bot_token)
@@ -180,8 +163,6 @@ def test_the_log_filter_scrubs_secrets_in_messages_arguments_and_tracebacks(rest
             raise RuntimeError(f"request to /webhooks/5/{interaction}/messages failed with {ODD_KEY[3:]}")
         except RuntimeError:
             library.exception("failed")
-    finally:
-        logging.getLogger().removeHandler(handler)
     text = out.getvalue()
     assert text.count("[redacted]") >= 11
     for secret in ("not-base64-token-value-123", "plain-token-value-456", interaction, bot_token):
@@ -357,15 +338,17 @@ async def test_a_new_database_folder_is_owner_only(tmp_path: Path) -> None:
     assert mode(tmp_path / "fresh" / "easel.sqlite3") == 0o600
 
 
-def test_the_bot_process_creates_files_owner_only(tmp_path: Path, restore_logging: None) -> None:
+def test_the_bot_process_creates_files_owner_only(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[discord]\ntoken = "t"\n', encoding="utf-8")
+    handlers = list(logging.getLogger().handlers)
     previous = os.umask(0o022)
     try:
         assert main(["check-config", "--config", str(config)]) == 0
         assert os.umask(0o022) == 0o077
     finally:
         os.umask(previous)
+    assert logging.getLogger().handlers == handlers  # main's logging ends with it
 
 
 def test_the_container_config_is_not_writable_by_the_bot_user() -> None:
