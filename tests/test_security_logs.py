@@ -47,6 +47,7 @@ def forms(secret: str) -> list[str]:
         secret[: len(secret) // 2],
         secret[len(secret) // 2 :],
         quote(secret, safe=""),
+        quote_plus(secret),
     ]
 
 
