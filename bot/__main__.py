@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import discord
 
@@ -29,6 +31,7 @@ from bot.jobs import utcnow
 from bot.lifecycle import LocalLifecycle
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
+from bot.redact import RedactingFilter
 from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
@@ -38,6 +41,34 @@ from bot.store import Store
 from bot.worker import Worker
 
 log = logging.getLogger("bot")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# Easel's own loggers follow [logging] level; every other logger (the libraries) inherits the
+# root's level, [logging] library_level.
+OWN_LOGGERS = ("bot", "cogs")
+
+
+@contextmanager
+def operator_logging(settings: Settings, stream: TextIO | None = None) -> Iterator[None]:
+    """Log to ``stream`` (stderr) through one handler that redacts secrets from every record, until the block ends.
+
+    Undone on exit, so a caller of ``main()`` (a test, an embedding program) keeps its own logging.
+    """
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", *OWN_LOGGERS)}
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactingFilter(settings.discord.token.reveal(), settings.openai.api_key.reveal()))
+    root.addHandler(handler)
+    root.setLevel(settings.library_log_level)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(settings.log_level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def check_openai(settings: Settings) -> list[str]:
@@ -75,7 +106,10 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     async with AsyncExitStack() as stack:
         point_at(settings.discord)
         store = await stack.enter_async_context(Store.open(settings.storage.path))
+        # Tokens of jobs answered or expired while Easel was down; later ones go as they are answered.
+        await store.jobs.clear_expired_tokens(clock())
         files = ImageFiles(settings.storage.images_dir)
+        await files.make_private()
         renderers: dict[str, Renderer] = {}
         concurrency: dict[str, int] = {}
         offline: dict[str, str] = {}
@@ -201,17 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("easel-render.png"), help="render: output file")
     parser.add_argument("--seed", type=int, default=0, help="render: the seed (local backend)")
     args = parser.parse_intermixed_args(argv)
+    # Before anything is created: the database, images and logs Easel writes hold members' prompts,
+    # results and interaction tokens, so other users of the host may not read them.
+    os.umask(0o077)
     try:
         settings = load_settings(args.config)
         warnings = check_openai(settings)
     except ConfigError as exc:
         print(f"easel: config error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    with operator_logging(settings):
+        return run_command(args, settings, warnings)
+
+
+def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str]) -> int:
+    """Run the command line's command with the loaded settings; return the exit status."""
     for warning in warnings:
         log.warning("%s", warning)
     backends = [

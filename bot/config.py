@@ -189,6 +189,7 @@ class Settings:
     images: ImageSettings = field(default_factory=ImageSettings)
     prices: PriceTable = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
     log_level: str = "INFO"
+    library_log_level: str = "INFO"
 
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -244,6 +245,10 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+def _log_level(value: str) -> str | None:
+    return None if value.upper() in LOG_LEVELS else f"use one of {', '.join(LOG_LEVELS)}"
 
 
 def _url(value: str) -> str | None:
@@ -376,8 +381,13 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
 
     prices = _prices(raw["prices"]) if "prices" in raw else PriceTable(DEFAULT_PRICES)
 
-    lg = _Section("logging", raw.get("logging", {}), {"level"})
-    level = lg.get("level", str, "INFO", lambda v: None if v.upper() in LOG_LEVELS else f"use {LOG_LEVELS}")
+    lg = _Section("logging", raw.get("logging", {}), {"level", "library_level"})
+    level = lg.get("level", str, "INFO", _log_level).upper()
+    # At DEBUG, libraries log interaction tokens, gateway payloads and every SQL query: they
+    # follow ``level`` only up to INFO unless the operator asks for more in library_level.
+    library_level = lg.get("library_level", str, "", lambda v: _log_level(v) if v else None).upper()
+    if not library_level:
+        library_level = level if LOG_LEVELS.index(level) >= LOG_LEVELS.index("INFO") else "INFO"
     return Settings(
         discord=discord,
         openai=openai,
@@ -387,7 +397,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         limits=limits,
         images=images,
         prices=prices,
-        log_level=level.upper(),
+        log_level=level,
+        library_log_level=library_level,
     )
 
 

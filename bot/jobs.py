@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bot.renderers.base import Operation, Usage
@@ -68,7 +68,8 @@ class Interaction:
     """What delivery needs to answer through an interaction's webhook while its token lives."""
 
     application_id: int
-    token: str
+    # The token lets anyone post as Easel in that channel for 15 minutes: never in a repr.
+    token: str = field(repr=False)
     created_at: datetime
     message_id: int | None = None
 

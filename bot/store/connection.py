@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -40,7 +41,7 @@ class Database:
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Database]:
         """Open (creating if needed) the database at ``path``, apply migrations, and close it on exit."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_make_private, path)
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             conn.row_factory = aiosqlite.Row
@@ -116,3 +117,16 @@ class Database:
                     f"BEGIN;\n{script.read_text(encoding='utf-8')}\nPRAGMA user_version = {version};\nCOMMIT;"
                 )
                 log.info("applied migration %s", script.name)
+
+
+def _make_private(path: Path) -> None:
+    """Create the database (and its folder, if missing) readable by Easel's user only; tighten an existing one.
+
+    SQLite gives the -wal and -shm files the database file's mode, so the file must exist with
+    0600 before the connection opens. An existing folder is left as it is: it may be shared.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        if file.exists():
+            file.chmod(0o600)

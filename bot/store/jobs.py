@@ -13,6 +13,7 @@ from typing import Any
 import aiosqlite
 
 from bot.jobs import (
+    INTERACTION_TOKEN_TTL,
     TRANSITIONS,
     Interaction,
     Job,
@@ -150,7 +151,7 @@ class JobStore:
                 db,
                 job_id,
                 JobStatus.POSTED,
-                "message_id = ?, posted_channel_id = ?",
+                "message_id = ?, posted_channel_id = ?, token = NULL",
                 (message_id, channel_id),
             )
             return await _get(db, job_id)
@@ -181,7 +182,9 @@ class JobStore:
     async def set_message(self, job_id: int, message_id: int) -> None:
         """Record the message that told the member how a job ended (0: it could not be posted)."""
         async with self._db.transaction() as db:
-            await db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+            await db.execute(
+                "UPDATE jobs SET message_id = ?, token = NULL WHERE id = ?", (message_id, job_id)
+            )
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -256,6 +259,20 @@ class JobStore:
             )
             log.info("job %d: result deleted", job_id)
             return await _get(db, job_id)
+
+    # -- security: interaction tokens ------------------------------------------------------------
+    # A token lets its holder post as Easel in the job's channel for 15 minutes. mark_posted and
+    # set_message drop it once the job's outcome is shown; this sweeps the rest at start.
+
+    async def clear_expired_tokens(self, now: datetime) -> int:
+        """Forget interaction tokens past Discord's 15 minutes or of jobs already answered; return how many."""
+        async with self._db.transaction() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET token = NULL WHERE token IS NOT NULL AND "
+                "(julianday(token_created_at) <= julianday(?) OR status = 'posted' OR message_id IS NOT NULL)",
+                ((now - INTERACTION_TOKEN_TTL).isoformat(),),
+            )
+            return cur.rowcount
 
     # -- recovering ------------------------------------------------------------------------------
 
