@@ -106,6 +106,11 @@ class Worker:
     async def stop(self) -> None:
         """Stop taking work, give running renders a bounded time, and leave the rest for the next start."""
         await self._tasks.cancel_all()
+        for backend, task in set(self._running.values()):
+            # An interruptible render (the local GPU) is stopped at once rather than waited for: its
+            # jobs stay running, so the next start renders them again, and a restart takes seconds.
+            if self._renderers[backend].capabilities.cancellable:
+                task.cancel()
         if self._renders.pending:
             log.info("waiting up to %.0fs for %d render(s)", self._stop_timeout_s, len(self._renders.pending))
             await self._renders.wait(self._stop_timeout_s)
