@@ -73,6 +73,7 @@ class Worker:
         self._busy: set[int] = set()
         self._shown: dict[int, int] = {}
         self._delivery_failures: dict[int, int] = {}
+        self._recovered = asyncio.Event()
 
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
@@ -84,12 +85,22 @@ class Worker:
                     job.id, f"The `{job.backend}` backend is not available any more. Please ask again."
                 )
         pending = await self._store.undelivered()
-        for job in pending:
-            self._tasks.spawn(self._finish(job), name=f"recover-{job.id}")
+        self._delivery.inherit(job.id for job in pending if job.status is JobStatus.RENDERED)
+        recovering = [self._tasks.spawn(self._finish(job), name=f"recover-{job.id}") for job in pending]
+        self._tasks.spawn(self._mark_recovered(recovering), name="recovered")
         for backend in self._renderers:
             self._tasks.spawn(self._slot_loop(backend), name=f"slots-{backend}")
         self._tasks.spawn(self._tick_loop(), name="positions")
         log.info("worker started: %d job(s) to deliver after restart", len(pending))
+
+    async def recovered(self) -> None:
+        """Wait until every job found undelivered at start has had its delivery attempt."""
+        await self._recovered.wait()
+
+    async def _mark_recovered(self, recovering: list[asyncio.Task[None]]) -> None:
+        if recovering:
+            await asyncio.wait(recovering)
+        self._recovered.set()
 
     async def stop(self) -> None:
         """Stop taking work, give running renders a bounded time, and leave the rest for the next start."""
