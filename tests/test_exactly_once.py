@@ -48,7 +48,7 @@ async def jobs_of(easel: Harness) -> dict[int, Job]:
 
 def charge_states(easel: Harness) -> dict[int, str]:
     """The state of each job's charge: reserved, settled (posted) or released (failed, cancelled)."""
-    with sqlite3.connect(easel.settings.storage.path) as db:
+    with contextlib.closing(sqlite3.connect(easel.settings.storage.path)) as db:
         return {int(job): str(state) for job, state in db.execute("SELECT job_id, state FROM charges")}
 
 
@@ -62,6 +62,7 @@ def shown_results(discord_server: FakeDiscord, job_id: int) -> list[int]:
 
 
 def summary(requests: list[Request]) -> list[tuple[int | None, str | None]]:
+    """(status, outcome) of each request: what Discord answered and what it did to a message."""
     return [(r.status, r.outcome) for r in requests]
 
 
@@ -106,7 +107,7 @@ async def posted(easel: Harness, count: int = 1, *, timeout: float = 30) -> None
     unfinished = tuple(s.value for s in UNFINISHED)
 
     def done() -> bool:
-        with sqlite3.connect(easel.settings.storage.path) as db:
+        with contextlib.closing(sqlite3.connect(easel.settings.storage.path)) as db:
             states = [str(row[0]) for row in db.execute("SELECT status FROM jobs")]
         return states.count("posted") >= count and not any(s in unfinished for s in states)
 
