@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,14 @@ class ResultMessage:
         return discord.File(self.image.as_file(), filename=self.filename)
 
 
+@dataclass
+class _JobLock:
+    """One job's delivery lock and how many callers hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Delivery:
     """Posts results, failures and queue positions; a job's result is posted exactly once."""
 
@@ -75,7 +84,12 @@ class Delivery:
         self._format = output_format
         self._clock = clock
         # Serialises deliveries of one job, so a recovery sweep never races a live delivery.
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._locks: dict[int, _JobLock] = {}
+        # Results this process posted but could not record (the store failed): the next attempt
+        # records these messages instead of posting again.
+        self._unrecorded: dict[int, discord.Message] = {}
+        # Jobs already rendered when this process started: an earlier one may have posted them.
+        self._inherited: set[int] = set()
 
     async def result_message(self, job: Job) -> ResultMessage:
         """Build the result message of a rendered or posted job (also used by /show)."""
@@ -101,13 +115,20 @@ class Delivery:
         )
         return ResultMessage(embed, encoded, filename, result_view(job, submit=open_here))
 
+    def inherit(self, job_ids: Iterable[int]) -> None:
+        """Note jobs rendered by an earlier process, which may have posted them without recording it."""
+        self._inherited.update(job_ids)
+
     async def deliver(self, job: Job) -> Job:
         """Post a rendered job's result once: by interaction webhook while the token lives, else to the channel."""
-        async with self._locks.setdefault(job.id, asyncio.Lock()):
-            try:
-                job = await self._store.jobs.get(job.id)
-                if job.status is not JobStatus.RENDERED:
-                    return job
+        async with self._job_lock(job.id):
+            job = await self._store.jobs.get(job.id)
+            if job.status is not JobStatus.RENDERED:
+                self._unrecorded.pop(job.id, None)
+                self._inherited.discard(job.id)
+                return job
+            message = self._unrecorded.get(job.id) or await self._posted_earlier(job)
+            if message is None:
                 result = await self.result_message(job)
                 message = await self._edit_status(
                     job, content="", embed=result.embed, attachments=[result.file()], view=result.view
@@ -125,9 +146,51 @@ class Delivery:
                     return await self._lifecycle.fail(
                         job.id, "Easel could not post the result in that channel (missing permissions?)."
                     )
-                return await self._lifecycle.posted(job.id, message.id, message.channel.id)
-            finally:
-                self._locks.pop(job.id, None)
+                self._unrecorded[job.id] = message
+            posted = await self._lifecycle.posted(job.id, message.id, message.channel.id)
+            self._unrecorded.pop(job.id, None)
+            self._inherited.discard(job.id)
+            return posted
+
+    @contextlib.asynccontextmanager
+    async def _job_lock(self, job_id: int) -> AsyncIterator[None]:
+        """Hold the job's lock; it is forgotten only when nobody holds or awaits it any more."""
+        entry = self._locks.setdefault(job_id, _JobLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[job_id]
+
+    async def _posted_earlier(self, job: Job) -> discord.Message | None:
+        """The job's status message if an earlier process already made it show the result.
+
+        That process may have died between the edit and recording it. Channel posts need no
+        such check: their nonce makes Discord return the earlier message instead of a new one.
+        """
+        it = job.interaction
+        if (
+            job.id not in self._inherited
+            or it is None
+            or it.message_id is None
+            or not it.token_valid(self._clock())
+        ):
+            return None
+        webhook = discord.Webhook.partial(it.application_id, it.token, client=self._client)
+        try:
+            message = await webhook.fetch_message(it.message_id)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            log.info("job %d: interaction message unavailable (%s); posting anew", job.id, exc.status)
+            return None
+        except discord.HTTPException as exc:
+            if exc.status == 401:
+                return None
+            raise  # unknown whether it was posted: leave the job for the next attempt
+        prefix = f"easel-{job.id}."
+        return message if any(a.filename.startswith(prefix) for a in message.attachments) else None
 
     async def notify_ended(self, job: Job) -> None:
         """Tell the member their job failed or was cancelled, once."""

@@ -43,6 +43,8 @@ FLAGGED_NEVER = "The safety checker flagged this image, and this server does not
 # A result that still cannot be posted after this many sweeps (a missing file, a channel
 # that keeps failing) is ended with a message instead of being retried forever.
 DELIVERY_ATTEMPTS = 5
+# A store that refused a claim or an ending (locked, disk full) is asked again after this long.
+STORE_RETRY_S = 1.0
 
 
 class Worker:
@@ -77,6 +79,8 @@ class Worker:
         self._shown: dict[int, int | None] = {}  # job id -> place its message shows (None: unknown)
         self._rotation: deque[int] = deque()  # shown jobs not yet checked this round
         self._delivery_failures: dict[int, int] = {}
+        self._unended: dict[int, tuple[Job, str | None]] = {}  # job id -> (job, error) to record again
+        self._recovered = asyncio.Event()
 
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
@@ -96,12 +100,22 @@ class Worker:
             self._shown.update(
                 dict.fromkeys(self._lifecycle.front(backend, self._lifecycle.waiting(backend)))
             )
-        for job in pending:
-            self._tasks.spawn(self._finish(job), name=f"recover-{job.id}")
+        self._delivery.inherit(job.id for job in pending if job.status is JobStatus.RENDERED)
+        recovering = [self._tasks.spawn(self._finish(job), name=f"recover-{job.id}") for job in pending]
+        self._tasks.spawn(self._mark_recovered(recovering), name="recovered")
         for backend in self._renderers:
             self._tasks.spawn(self._slot_loop(backend), name=f"slots-{backend}")
         self._tasks.spawn(self._tick_loop(), name="positions")
         log.info("worker started: %d job(s) to deliver after restart", len(pending))
+
+    async def recovered(self) -> None:
+        """Wait until every job found undelivered at start has had its delivery attempt."""
+        await self._recovered.wait()
+
+    async def _mark_recovered(self, recovering: list[asyncio.Task[None]]) -> None:
+        if recovering:
+            await asyncio.wait(recovering)
+        self._recovered.set()
 
     async def stop(self) -> None:
         """Stop taking work, give running renders a bounded time, and leave the rest for the next start."""
@@ -144,7 +158,14 @@ class Worker:
         slots = asyncio.Semaphore(self._concurrency.get(backend, 1))
         while True:
             await slots.acquire()
-            jobs = await self._lifecycle.claim(backend, caps)
+            try:
+                jobs = await self._lifecycle.claim(backend, caps)
+            except Exception:
+                # The store refused (locked, disk full): nothing was claimed, so try again shortly.
+                slots.release()
+                log.exception("claiming a job on %s failed; trying again in %.0fs", backend, STORE_RETRY_S)
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
             if not jobs:
                 slots.release()
                 await self._lifecycle.wait(backend)
@@ -226,10 +247,17 @@ class Worker:
 
     async def _end(self, job: Job, error: str | None) -> None:
         """End a job as failed with ``error``, or as cancelled when ``error`` is None."""
-        if error is None:
-            job = await self._lifecycle.stopped(job.id)
-        else:
-            job = await self._lifecycle.fail(job.id, error)
+        try:
+            if error is None:
+                job = await self._lifecycle.stopped(job.id)
+            else:
+                job = await self._lifecycle.fail(job.id, error)
+        except Exception:
+            # The job stays running in the store; the next tick tries to end it again.
+            log.exception("job %d: could not record how it ended; trying again", job.id)
+            self._unended[job.id] = (job, error)
+            return
+        self._unended.pop(job.id, None)
         await self._finish(job)
 
     async def _finish(self, job: Job) -> None:
@@ -307,7 +335,9 @@ class Worker:
             self._shown[job_id] = place
 
     async def _sweep(self) -> None:
-        """Retry deliveries that failed earlier (Discord was down, a 5xx outlasted discord.py's retries)."""
+        """Retry endings the store refused, and deliveries that failed (Discord down, a lasting 5xx)."""
+        for job, error in list(self._unended.values()):
+            await self._end(job, error)
         for job in await self._lifecycle.undelivered():
             if job.id not in self._busy:
                 await self._finish(job)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,10 +32,22 @@ MODERATOR = DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD
 NO_PINGS = {"parse": []}
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def settings_for(
     discord_server: FakeDiscord, openai_server: FakeOpenAI | None, data_dir: Path, **sections: Any
 ) -> Settings:
     """Build settings that point Easel at the test servers, like an operator's proxy config would."""
+    return parse_settings(
+        config_for(discord_server, openai_server, data_dir, **sections), {}, base_dir=data_dir
+    )
+
+
+def config_for(
+    discord_server: FakeDiscord, openai_server: FakeOpenAI | None, data_dir: Path, **sections: Any
+) -> dict[str, Any]:
+    """Return the config, as parsed TOML, of settings_for."""
     raw: dict[str, Any] = {
         "discord": {
             "token": discord_server.token,
@@ -53,7 +68,19 @@ def settings_for(
         }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
-    return parse_settings(raw, {}, base_dir=data_dir)
+    return raw
+
+
+def toml_text(raw: dict[str, Any]) -> str:
+    """Write a config of plain tables as TOML (JSON's scalars, strings and lists are valid TOML)."""
+    lines = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raise TypeError(f"[{section}] {key}: nested tables are not supported here")
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -68,6 +95,7 @@ class Harness:
     bot: EaselBot | None = None
     _stack: contextlib.AsyncExitStack | None = None
     _task: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
 
     @property
     def settings(self) -> Settings:
@@ -85,6 +113,55 @@ class Harness:
         targets = settings.discord.dev_guild_ids or (None,)
         await self.discord.wait_for(lambda: all(t in self.discord.commands for t in targets), timeout=30)
         return self.bot
+
+    async def wait_recovered(self, timeout: float = 30) -> None:
+        """Wait until the running bot has attempted every delivery it found pending at start."""
+        assert self.bot is not None, "the bot is not running"
+        await asyncio.wait_for(self.bot.services.worker.recovered(), timeout)
+
+    async def restart_bot(self) -> EaselBot:
+        """Stop the bot, start it again and wait until its recovery after the restart has run."""
+        await self.stop_bot()
+        bot = await self.start_bot()
+        await self.wait_recovered()
+        return bot
+
+    async def start_bot_process(self) -> asyncio.subprocess.Process:
+        """Run Easel as its own process (``python -m bot``), so that a test can kill it outright."""
+        config = config_for(self.discord, self.openai, self.data_dir, **self.overrides)
+        # Secrets travel in the environment, as an operator's container would pass them.
+        env = {**os.environ, "DISCORD_TOKEN": config["discord"].pop("token")}
+        if "openai" in config:
+            env["OPENAI_API_KEY"] = config["openai"].pop("api_key")
+        path = self.data_dir / "easel-process.toml"
+        path.write_text(toml_text(config), encoding="utf-8")
+        with self.process_log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "run", "--config", str(path), cwd=REPO, env=env, stderr=log
+            )
+        process = self.process
+        targets = self.settings.discord.dev_guild_ids or (None,)
+
+        def up() -> bool:
+            synced = all(t in self.discord.commands for t in targets)
+            return process.returncode is not None or (self.discord.connected() and synced)
+
+        await self.discord.wait_for(up, timeout=60)
+        if process.returncode is not None:
+            raise RuntimeError(f"Easel exited with {process.returncode}:\n{self.process_log.read_text()}")
+        return process
+
+    async def kill_bot_process(self) -> None:
+        """Kill the Easel process at once (SIGKILL): no shutdown code of its own runs."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self.process = None
+
+    @property
+    def process_log(self) -> Path:
+        """Where the Easel process writes its log."""
+        return self.data_dir / "easel-process.log"
 
     async def stop_bot(self) -> None:
         """Stop Easel the way an operator's Ctrl-C or a container stop does."""
@@ -166,12 +243,14 @@ async def running(
     guilds: Sequence[tuple[int, int]] | None = None,
     age_restricted: Collection[int] = (),
     clock: Callable[[], datetime] = utcnow,
+    start: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """Start both test servers with ``guilds`` ((guild, channel) pairs; default A and B) and the bot.
 
     ``age_restricted`` channels are marked NSFW on Discord; ``clock`` gives quotas and challenge
-    deadlines the time; ``overrides`` are config sections.
+    deadlines the time; ``start=False`` leaves starting the bot (or its process) to the test;
+    ``overrides`` are config sections.
     """
     discord = FakeDiscord()
     openai = FakeOpenAI(api_key=OPENAI_KEY)
@@ -185,9 +264,11 @@ async def running(
         )
     harness = Harness(discord, openai, tmp_path, dict(overrides), clock)
     try:
-        await harness.start_bot()
+        if start:
+            await harness.start_bot()
         yield harness
     finally:
+        await harness.kill_bot_process()
         await harness.stop_bot()
         await openai.close()
         await discord.close()

@@ -299,9 +299,9 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
 
         await easel.start_bot()
         await easel.discord.wait_for(lambda: bool(easel.discord.channel_messages(job.channel_id)))
-        await easel.stop_bot()
-        await easel.start_bot()  # a second restart must not post it again
+        await easel.restart_bot()  # a second restart must not post it again (waits for its recovery)
         [posted] = easel.discord.channel_messages(job.channel_id)
+        assert len(easel.discord.result_posts(job.id)) == 1
         assert posted.content.startswith(f"<@{ALICE}>")
         assert f"Job #{job.id}" in posted.embeds[0]["footer"]["text"]
 

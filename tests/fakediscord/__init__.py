@@ -2,7 +2,7 @@
 
 from .payloads import DEFAULT_BOT_PERMISSIONS, DEFAULT_MEMBER_PERMISSIONS
 from .records import Attachment, Callback, File, GatewayEvent, Guild, Interaction, Message, Request, snowflake
-from .server import FakeDiscord
+from .server import FakeDiscord, Hold
 
 __all__ = [
     "DEFAULT_BOT_PERMISSIONS",
@@ -13,6 +13,7 @@ __all__ = [
     "File",
     "GatewayEvent",
     "Guild",
+    "Hold",
     "Interaction",
     "Message",
     "Request",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ COMPONENTS_V2 = 1 << 15
 BUTTON = 2
 
 _increment = itertools.count()
+# Easel names the image of job N's result easel-N.<ext>: an upload with that name carries the result.
+RESULT_FILE = re.compile(r"easel-(\d+)\.\w+")
 
 
 def utcnow() -> dt.datetime:
@@ -212,9 +215,22 @@ class Request:
     received_at: float
     headers: dict[str, str] = field(default_factory=dict)
     status: int | None = None
+    # What the request did to a message: "created", "edited", or "deduplicated" (an enforce_nonce
+    # repeat that got the earlier message back); None when it touched no message.
+    outcome: str | None = None
+    message_id: int | None = None
+
+    @property
+    def result_job(self) -> int | None:
+        """The job whose result this request uploads (a file named easel-<job>.<ext>), if any."""
+        for file in self.files:
+            if match := RESULT_FILE.fullmatch(file.filename):
+                return int(match[1])
+        return None
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path} -> {self.status}"
+        outcome = f" ({self.outcome} {self.message_id})" if self.outcome else ""
+        return f"{self.method} {self.path} -> {self.status}{outcome}"
 
 
 @dataclass

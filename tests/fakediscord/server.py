@@ -100,6 +100,44 @@ class _FailRule:
     body: dict[str, Any] | None
     headers: dict[str, str]
     remaining: int
+    results: bool
+
+
+class Hold:
+    """A result upload the fake keeps waiting on, so a test can act at that moment (see hold_result)."""
+
+    def __init__(self, job_id: int | None, *, applied: bool) -> None:
+        self.job_id = job_id
+        self.applied = applied
+        self.arrived = asyncio.Event()
+        self.request: Request | None = None
+        self._verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def matches(self, request: Request, *, applied: bool) -> bool:
+        """Whether this unused hold takes ``request`` at this stage (before or after Discord acted)."""
+        job = request.result_job
+        return (
+            self.request is None
+            and self.applied == applied
+            and job is not None
+            and self.job_id in (None, job)
+        )
+
+    def release(self) -> None:
+        """Let the request go on as Discord would handle it."""
+        if not self._verdict.done():
+            self._verdict.set_result(True)
+
+    def drop(self) -> None:
+        """Never answer: before Discord acted, nothing happens; after, the effect stays unreported."""
+        if not self._verdict.done():
+            self._verdict.set_result(False)
+
+    async def wait(self, request: Request) -> bool:
+        """Take ``request``, signal its arrival and wait for the test's verdict (True: release)."""
+        self.request = request
+        self.arrived.set()
+        return await self._verdict
 
 
 Handler = Callable[[_Call], Awaitable[web.StreamResponse]]
@@ -119,6 +157,11 @@ def _check_choices(data: dict[str, Any]) -> None:
                     errors[f"choices.{i}.{key}"] = "Must be between 1 and 100 in length."
     if errors:
         raise ApiError(400, "Invalid Form Body", 50035, errors=errors)
+
+
+def _did(call: _Call, outcome: str, msg: Message) -> None:
+    """Record on the request what it did to which message."""
+    call.request.outcome, call.request.message_id = outcome, msg.id
 
 
 def _mentions(value: Any) -> dict[str, Any] | None:
@@ -167,6 +210,7 @@ class FakeDiscord:
         self._blobs: dict[int, tuple[bytes, str | None]] = {}
         self._nonces: dict[tuple[int, str], tuple[float, int]] = {}
         self._fail_rules: list[_FailRule] = []
+        self._holds: list[Hold] = []
         self._gateway = Gateway(self)
         self._waiters: set[asyncio.Future[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -237,6 +281,8 @@ class FakeDiscord:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for hold in self._holds:
+            hold.drop()
         await self._gateway.close_all(1001, "fakediscord closing")
         if self._runner is not None:
             await self._runner.cleanup()
@@ -356,6 +402,18 @@ class FakeDiscord:
         pattern = re.compile(path_regex)
         return [r for r in self.requests if r.method == method.upper() and pattern.search(r.path)]
 
+    def result_requests(self, job_id: int) -> list[Request]:
+        """Return every request that uploaded job ``job_id``'s result, whatever Discord answered."""
+        return [r for r in self.requests if r.result_job == job_id]
+
+    def result_posts(self, job_id: int) -> list[Request]:
+        """Return the requests that made a message show job ``job_id``'s result: accepted creates and edits.
+
+        A repeat that Discord de-duplicated by its nonce, a refused request and one dropped
+        before Discord acted are not posts (see ``result_requests`` for all of them).
+        """
+        return [r for r in self.result_requests(job_id) if r.outcome in ("created", "edited")]
+
     def fail_next(
         self,
         method: str,
@@ -365,10 +423,26 @@ class FakeDiscord:
         *,
         headers: dict[str, str] | None = None,
         times: int = 1,
+        results: bool = False,
     ) -> None:
-        """Answer the next ``times`` matching requests (method or "*", regex searched in the path) with ``status``."""
-        rule = _FailRule(method.upper(), re.compile(path_regex), status, body, dict(headers or {}), times)
+        """Answer the next ``times`` matching requests (method or "*", regex searched in the path) with ``status``.
+
+        ``results``: match only requests that upload a job's result (see ``result_requests``).
+        """
+        rule = _FailRule(
+            method.upper(), re.compile(path_regex), status, body, dict(headers or {}), times, results
+        )
         self._fail_rules.append(rule)
+
+    def hold_result(self, job_id: int | None = None, *, applied: bool) -> Hold:
+        """Keep the next upload of a job's result (of ``job_id``, or any) waiting until the test decides.
+
+        ``applied=False`` holds it before Discord acts on it; ``applied=True`` lets Discord post
+        or edit the message, then withholds the answer, as a process killed in between sees it.
+        """
+        hold = Hold(job_id, applied=applied)
+        self._holds.append(hold)
+        return hold
 
     def expire_token(self, token: str) -> None:
         """Make an interaction token invalid now, as if its 15 minutes had passed."""
@@ -394,9 +468,13 @@ class FakeDiscord:
             finally:
                 self._waiters.discard(waiter)
 
+    def connected(self) -> bool:
+        """Return whether every shard has a live gateway session (READY or RESUMED sent)."""
+        return self._gateway.connected()
+
     async def wait_connected(self, timeout: float = 10) -> None:
         """Wait until every shard identified (or resumed) and was sent READY and all its GUILD_CREATEs."""
-        await self.wait_for(self._gateway.connected, timeout)
+        await self.wait_for(self.connected, timeout)
 
     async def disconnect_bot(self, code: int = 4000) -> None:
         """Close the bot's gateway sockets from the server side; 4000 lets discord.py RESUME."""
@@ -901,6 +979,8 @@ class FakeDiscord:
             headers=dict(raw.headers),
         )
         self.requests.append(request)
+        if not await self._held(request, applied=False):
+            return self._abandon(raw)
         try:
             if parse_error is not None:
                 raise parse_error
@@ -909,7 +989,24 @@ class FakeDiscord:
             response = self._json(error.body, status=error.status)
         request.status = response.status
         self._notify()
+        if response.status < 400 and not await self._held(request, applied=True):
+            return self._abandon(raw)
         return response
+
+    async def _held(self, request: Request, *, applied: bool) -> bool:
+        """Wait out a hold that takes this request; False when the test dropped it."""
+        hold = next((h for h in self._holds if h.matches(request, applied=applied)), None)
+        if hold is None:
+            return True
+        self._notify()
+        return await hold.wait(request)
+
+    @staticmethod
+    def _abandon(raw: web.Request) -> web.Response:
+        """Hang up without an answer, as a connection to a killed client ends."""
+        if raw.transport is not None:
+            raw.transport.close()
+        return web.Response(status=499)
 
     async def _read_body(self, raw: web.Request) -> tuple[Any, list[_Upload]]:
         if raw.content_type != "multipart/form-data":
@@ -940,6 +1037,7 @@ class FakeDiscord:
                 rule.remaining <= 0
                 or rule.method not in ("*", request.method)
                 or not rule.pattern.search(request.path)
+                or (rule.results and request.result_job is None)
             ):
                 continue
             rule.remaining -= 1
@@ -1121,6 +1219,7 @@ class FakeDiscord:
                 message_type=message_type,
             )
             interaction.original = message
+            _did(call, "created", message)
         elif kind == 5:
             # A "thinking" defer creates a loading placeholder message right away.
             flags = (int(data.get("flags") or 0) & EPHEMERAL) | LOADING
@@ -1140,6 +1239,7 @@ class FakeDiscord:
             if kind == 7:
                 self._edit_message(target, data, call.uploads)
                 message = target
+                _did(call, "edited", message)
             interaction.original = target
         interaction.callback = Callback(kind, body.get("data"), call.request.received_at, call.request.files)
         interaction.responded.set()
@@ -1181,6 +1281,7 @@ class FakeDiscord:
                 original, {k: v for k, v in body.items() if k != "flags"}, call.uploads, count=False
             )
             msg = original
+            _did(call, "edited", msg)
             await self._emit_message("MESSAGE_UPDATE", msg)
         else:
             flags = int(body.get("flags") or 0) & (
@@ -1195,6 +1296,7 @@ class FakeDiscord:
                 created_via="followup",
                 flags=flags,
             )
+            _did(call, "created", msg)
             await self._emit_message("MESSAGE_CREATE", msg)
         interaction.followups.append(msg)
         if call.request.query.get("wait") in ("1", "true", "True"):
@@ -1223,6 +1325,7 @@ class FakeDiscord:
         if call.request.method == "PATCH":
             self._check_sizes(guild_id, call.uploads)
             self._edit_message(msg, call.body if isinstance(call.body, dict) else {}, call.uploads)
+            _did(call, "edited", msg)
             await self._emit_message("MESSAGE_UPDATE", msg)
         return self._json(self._payload(msg))
 
@@ -1248,6 +1351,7 @@ class FakeDiscord:
             # enforce_nonce: a nonce reused within a few minutes returns the earlier message instead of a new one.
             seen = self._nonces.get((channel_id, str(nonce)))
             if seen is not None and now - seen[0] < NONCE_WINDOW:
+                _did(call, "deduplicated", self.messages[seen[1]])
                 return self._json(self._payload(self.messages[seen[1]]))
         msg = self._create_message(
             channel_id=channel_id,
@@ -1260,6 +1364,7 @@ class FakeDiscord:
         )
         if nonce is not None:
             self._nonces[(channel_id, str(nonce))] = (now, msg.id)
+        _did(call, "created", msg)
         await self._emit_message("MESSAGE_CREATE", msg)
         return self._json(self._payload(msg))
 
