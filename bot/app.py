@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.buttons import JobButton
+from bot.buttons import STALE, STALE_TEMPLATE, ButtonRef, parse_custom_id
 from bot.config import Settings
 from bot.contests import ChallengeService
 from bot.delivery import NO_MENTIONS, Delivery
@@ -126,6 +127,59 @@ async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
     return response.message_id if response is not None else None
 
 
+class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
+    """The base of every Easel button: rate-limited, and every error answered by ``report_error``.
+
+    Each action subclasses it with the template from ``bot.buttons.template`` and its own ``run``,
+    in the cog of the feature it belongs to. discord.py only logs what a dynamic item's callback
+    raises, so this callback is where a click's errors reach the member.
+    """
+
+    def __init__(self, ref: ButtonRef | None, custom_id: str) -> None:
+        super().__init__(discord.ui.Button(custom_id=custom_id))
+        self.ref = ref
+
+    @property
+    def target(self) -> ButtonRef:
+        """What the click refers to (only the catch-all for stale ids has none)."""
+        assert self.ref is not None
+        return self.ref
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
+        """Rebuild the button from a click's custom id; state comes from the store when it runs."""
+        return cls(parse_custom_id(match.string), match.string)
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        """Count the click against the member's rate limit, run the action, answer any error privately."""
+        try:
+            if await within_rate_limit(interaction):
+                await self.run(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Do what the button asks."""
+        raise NotImplementedError
+
+
+class StaleButton(EaselButton, template=STALE_TEMPLATE):
+    """Any Easel id no action takes (forged, or from an old version): a clear answer, not silence."""
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
+        """Keep the id as it came; it parses as nothing."""
+        return cls(None, match.string)
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Say the button is not one Easel knows."""
+        await reply(interaction, STALE)
+
+
 class EaselTree(app_commands.CommandTree["EaselBot"]):
     """Routes every application-command error to one ephemeral message; rate-limits commands."""
 
@@ -162,7 +216,7 @@ class EaselBot(commands.AutoShardedBot):
             # With a shard count set, AutoShardedBot connects to the configured gateway
             # instead of the URL that /gateway/bot announces.
             self.shard_count, _, _ = await self.http.get_bot_gateway()
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(StaleButton)
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self._sync_commands()

@@ -15,7 +15,8 @@ from bot.jobs import Job, JobKind
 NAMESPACE = "easel"
 # Discord caps custom ids at 100 characters; ours stay far below by carrying only ids.
 CUSTOM_ID_MAX = 100
-_PATTERN = re.compile(r"easel:(?P<action>[a-z]+):(?P<target>[1-9]\d{0,18})(?::(?P<index>[1-4]))?")
+_TARGET = r"[1-9]\d{0,18}"
+_PATTERN = re.compile(rf"easel:(?P<action>[a-z]+):(?P<target>{_TARGET})(?::(?P<index>[1-4]))?")
 STALE = (
     "This button is not one Easel recognises (it may be from an old version). "
     "Use /show with the id in the result's footer instead."
@@ -39,11 +40,6 @@ class Action(enum.StrEnum):
     def indexed(self) -> bool:
         """Whether the button names one image of a grid."""
         return self in (Action.PICK, Action.VARY)
-
-    @property
-    def for_challenges(self) -> bool:
-        """Whether the challenges cog handles the button (the results cog handles the rest)."""
-        return self in (Action.SUBMIT, Action.VOTE, Action.WITHDRAW)
 
 
 @dataclass(frozen=True)
@@ -76,44 +72,31 @@ def parse_custom_id(custom_id: str) -> ButtonRef:
     return ButtonRef(action, int(match["target"]), index)
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"easel:.*"):
-    """Any Easel button. The catch-all template lets a forged id get a clear answer instead of silence."""
+def template(action: Action) -> str:
+    """The custom-id template of ``action``'s buttons (its DynamicItem registers it)."""
+    index = r":(?P<index>[1-4])" if action.indexed else ""
+    return rf"{NAMESPACE}:{action.value}:(?P<target>{_TARGET}){index}"
 
-    def __init__(
-        self,
-        ref: ButtonRef | None,
-        *,
-        label: str | None = None,
-        emoji: str | None = None,
-        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
-        row: int | None = None,
-        custom_id: str | None = None,
-    ) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                emoji=emoji,
-                style=style,
-                row=row,
-                custom_id=custom_id or (ref.custom_id if ref else f"{NAMESPACE}:invalid"),
-            )
-        )
-        self.ref = ref
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> JobButton:
-        """Rebuild the button from a click; a malformed id keeps ``ref`` None and is answered by the cog."""
-        try:
-            ref: ButtonRef | None = parse_custom_id(match.string)
-        except InvalidInput:
-            ref = None
-        return cls(ref, custom_id=match.string)
+def _shape(action: Action) -> str:
+    return rf"{action.value}:{_TARGET}" + (r":[1-4]" if action.indexed else "")
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        """Hand the click to whichever cog handles Easel buttons (``on_easel_button``)."""
-        interaction.client.dispatch("easel_button", interaction, self.ref)
+
+# Every Easel id that no action's template takes: a forged or stale button, answered clearly
+# instead of silently (discord.py runs every template that matches, so the two never overlap).
+STALE_TEMPLATE = rf"{NAMESPACE}:(?!(?:{'|'.join(_shape(a) for a in Action)})$).*"
+
+
+def button(
+    ref: ButtonRef,
+    *,
+    label: str,
+    emoji: str | None = None,
+    style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+    row: int | None = None,
+) -> discord.ui.Button[Any]:
+    """A button carrying ``ref`` in its custom id; its action's DynamicItem answers the click."""
+    return discord.ui.Button(label=label, emoji=emoji, style=style, row=row, custom_id=ref.custom_id)
 
 
 def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
@@ -124,22 +107,22 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if job.is_grid:
         for i in range(1, len(job.images) + 1):
-            view.add_item(JobButton(ButtonRef(Action.PICK, job.id, i), label=f"U{i}", row=0))
+            view.add_item(button(ButtonRef(Action.PICK, job.id, i), label=f"U{i}", row=0))
         for i in range(1, len(job.images) + 1):
-            view.add_item(JobButton(ButtonRef(Action.VARY, job.id, i), label=f"V{i}", row=1))
+            view.add_item(button(ButtonRef(Action.VARY, job.id, i), label=f"V{i}", row=1))
     else:
-        view.add_item(JobButton(ButtonRef(Action.VARY, job.id, 1), label="Vary", emoji="🎲", row=0))
+        view.add_item(button(ButtonRef(Action.VARY, job.id, 1), label="Vary", emoji="🎲", row=0))
         if job.kind is not JobKind.UPSCALE:
-            view.add_item(JobButton(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
+            view.add_item(button(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
         if submit:
             submit_ref = ButtonRef(Action.SUBMIT, job.id)
             view.add_item(
-                JobButton(submit_ref, label="Submit", emoji="🏆", style=discord.ButtonStyle.success, row=0)
+                button(submit_ref, label="Submit", emoji="🏆", style=discord.ButtonStyle.success, row=0)
             )
     if job.kind in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
-        view.add_item(JobButton(ButtonRef(Action.REROLL, job.id), label="Reroll", emoji="🔄", row=2))
+        view.add_item(button(ButtonRef(Action.REROLL, job.id), label="Reroll", emoji="🔄", row=2))
     view.add_item(
-        JobButton(
+        button(
             ButtonRef(Action.DELETE, job.id),
             label="Delete",
             emoji="🗑️",
@@ -153,7 +136,7 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
 def cancel_view(job_id: int) -> discord.ui.View:
     """Return the Cancel button shown under a queued job."""
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton(ButtonRef(Action.CANCEL, job_id), label="Cancel", emoji="✖️"))
+    view.add_item(button(ButtonRef(Action.CANCEL, job_id), label="Cancel", emoji="✖️"))
     return view
 
 
@@ -161,9 +144,7 @@ def vote_view(entry_id: int) -> discord.ui.View:
     """Return the Vote button under a gallery entry."""
     view = discord.ui.View(timeout=None)
     view.add_item(
-        JobButton(
-            ButtonRef(Action.VOTE, entry_id), label="Vote", emoji="⭐", style=discord.ButtonStyle.primary
-        )
+        button(ButtonRef(Action.VOTE, entry_id), label="Vote", emoji="⭐", style=discord.ButtonStyle.primary)
     )
     return view
 
@@ -171,5 +152,5 @@ def vote_view(entry_id: int) -> discord.ui.View:
 def withdraw_view(entry_id: int) -> discord.ui.View:
     """Return the Withdraw button shown to a member who just entered an image."""
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton(ButtonRef(Action.WITHDRAW, entry_id), label="Withdraw", emoji="↩️"))
+    view.add_item(button(ButtonRef(Action.WITHDRAW, entry_id), label="Withdraw", emoji="↩️"))
     return view

@@ -12,8 +12,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import EaselBot, reply, report_error, requester, within_rate_limit
-from bot.buttons import Action, ButtonRef, withdraw_view
+from bot.app import EaselBot, EaselButton, reply, requester
+from bot.buttons import Action, template, withdraw_view
 from bot.challenges import (
     ENTRIES_PER_MEMBER_MAX,
     THEME_MAX,
@@ -34,6 +34,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
     """Runs prompt challenges: a theme, entries, votes and winners."""
 
     def __init__(self, bot: EaselBot) -> None:
+        self.bot = bot
         self.contests: ChallengeService = bot.services.contests
         self.generation: Generation = bot.services.generation
         super().__init__()
@@ -151,38 +152,14 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
         number = await self.contests.new_season(requester(interaction))
         await reply(interaction, f"🌱 Season {number} has begun. The leaderboard starts again from zero.")
 
-    @commands.Cog.listener()
-    async def on_easel_button(
-        self, interaction: discord.Interaction[EaselBot], ref: ButtonRef | None
-    ) -> None:
-        """Submit, Vote and Withdraw; the results cog answers every other button."""
-        if ref is None or not ref.action.for_challenges:
-            return
-        try:
-            if not await within_rate_limit(interaction):
-                return
-            who = requester(interaction)
-            if ref.action is Action.SUBMIT:
-                assert interaction.channel_id is not None
-                with contextlib.suppress(NotFound):  # a result not made here: the challenge answers
-                    await self.generation.usable(who, ref.target)
-                entry = await self.contests.submit(who, interaction.channel_id, ref.target)
-                await self._entered(interaction, entry.id)
-            elif ref.action is Action.VOTE:
-                action = await self.contests.vote(who, ref.target)
-                text = "⭐ Your vote is counted." if action is VoteAction.ADD else "Your vote was taken back."
-                await reply(interaction, f"{text} You can change it until voting closes.")
-            else:
-                await self.contests.withdraw(who, ref.target)
-                await reply(interaction, f"↩️ Entry #{ref.target} was withdrawn.")
-        except Exception as exc:
-            await report_error(interaction, exc)
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*BUTTONS)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(*BUTTONS)
 
     async def _entered(self, interaction: discord.Interaction[EaselBot], entry_id: int) -> None:
-        text = f"🏆 Entered as entry #{entry_id}. You can withdraw it until submissions close."
-        await interaction.response.send_message(
-            text, view=withdraw_view(entry_id), ephemeral=True, allowed_mentions=NO_MENTIONS
-        )
+        await entered(interaction, entry_id)
 
 
 class Leaderboard(commands.Cog):
@@ -209,6 +186,49 @@ class Leaderboard(commands.Cog):
             text="Points: 10 / 6 / 3 for the top three (with at least one vote), 1 for taking part"
         )
         await interaction.response.send_message(embed=embed, allowed_mentions=NO_MENTIONS)
+
+
+async def entered(interaction: discord.Interaction[EaselBot], entry_id: int) -> None:
+    """Confirm an entry privately, with its Withdraw button."""
+    text = f"🏆 Entered as entry #{entry_id}. You can withdraw it until submissions close."
+    await interaction.response.send_message(
+        text, view=withdraw_view(entry_id), ephemeral=True, allowed_mentions=NO_MENTIONS
+    )
+
+
+class SubmitButton(EaselButton, template=template(Action.SUBMIT)):
+    """🏆 Submit under a single-image result: enter it in the channel's challenge."""
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Enter the image, if the member may use it here and the challenge's rules allow."""
+        services, who = interaction.client.services, requester(interaction)
+        assert interaction.channel_id is not None
+        with contextlib.suppress(NotFound):  # a result not made here: the challenge answers
+            await services.generation.usable(who, self.target.target)
+        entry = await services.contests.submit(who, interaction.channel_id, self.target.target)
+        await entered(interaction, entry.id)
+
+
+class VoteButton(EaselButton, template=template(Action.VOTE)):
+    """⭐ Vote under a gallery entry: adds the member's vote, or takes it back."""
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Toggle the vote and say which way it went."""
+        action = await interaction.client.services.contests.vote(requester(interaction), self.target.target)
+        text = "⭐ Your vote is counted." if action is VoteAction.ADD else "Your vote was taken back."
+        await reply(interaction, f"{text} You can change it until voting closes.")
+
+
+class WithdrawButton(EaselButton, template=template(Action.WITHDRAW)):
+    """↩️ Withdraw under an entry's confirmation."""
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Withdraw the member's own entry."""
+        await interaction.client.services.contests.withdraw(requester(interaction), self.target.target)
+        await reply(interaction, f"↩️ Entry #{self.target.target} was withdrawn.")
+
+
+BUTTONS = (SubmitButton, VoteButton, WithdrawButton)
 
 
 def _count(n: int, noun: str) -> str:

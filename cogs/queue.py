@@ -7,7 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import EaselBot, requester
-from bot.buttons import Action, ButtonRef, JobButton
+from bot.buttons import Action, ButtonRef, button
 from bot.delivery import NO_MENTIONS
 from bot.text import short_prompt
 
@@ -33,9 +33,7 @@ class Queue(commands.Cog):
                 f"• Job #{job.id} ({job.kind.value}, `{job.backend}`) — {where}: {short_prompt(job)}"
             )
             if len(view.children) < MAX_BUTTONS:
-                view.add_item(
-                    JobButton(ButtonRef(Action.CANCEL, job.id), label=f"Cancel #{job.id}", emoji="✖️")
-                )
+                view.add_item(button(ButtonRef(Action.CANCEL, job.id), label=f"Cancel #{job.id}", emoji="✖️"))
         if not view_data.mine:
             lines.append("You have no jobs waiting. Start one with /imagine.")
         await interaction.response.send_message(

@@ -5,69 +5,86 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.app import EaselBot, defer_public, reply, report_error, requester, within_rate_limit
-from bot.buttons import STALE, Action, ButtonRef
+from bot.app import EaselBot, EaselButton, defer_public, reply, requester
+from bot.buttons import Action, template
 from bot.delivery import NO_MENTIONS
-from bot.jobs import JobStatus
+from bot.jobs import Job, JobStatus, Requester
 
 
-class Results(commands.Cog):
-    """Handles every Easel button click; each click is checked against the store."""
+class _NewJobButton(EaselButton, template=r"(?!)"):
+    """A button that makes a job from a result; the result is checked before acknowledging."""
 
-    def __init__(self, bot: EaselBot) -> None:
-        self.bot = bot
-        self.services = bot.services
-
-    @commands.Cog.listener()
-    async def on_easel_button(
-        self, interaction: discord.Interaction[EaselBot], ref: ButtonRef | None
-    ) -> None:
-        """Run the clicked action, answering any refusal ephemerally."""
-        try:
-            if ref is not None and ref.action.for_challenges:
-                return  # the challenges cog answers these
-            if not await within_rate_limit(interaction):
-                return
-            if ref is None:
-                await reply(interaction, STALE)
-            elif ref.action is Action.DELETE:
-                await self._delete(interaction, ref)
-            elif ref.action is Action.CANCEL:
-                await self._cancel(interaction, ref)
-            else:
-                await self._new_job(interaction, ref)
-        except Exception as exc:
-            await report_error(interaction, exc)
-
-    async def _new_job(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
-        gen = self.services.generation
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Check the result privately, acknowledge publicly, then queue (or, for U, post) the new job."""
+        gen = interaction.client.services.generation
         # Check the job before acknowledging publicly, so a refusal gets a private answer only.
-        await gen.usable(requester(interaction), ref.target)
+        await gen.usable(requester(interaction), self.target.target)
         who = requester(interaction, await defer_public(interaction))
-        if ref.action is Action.PICK:
-            assert ref.index is not None
-            job = await gen.pick(who, ref.target, ref.index)
-            await self.services.delivery.deliver(job)
-            return
-        if ref.action is Action.VARY:
-            assert ref.index is not None
-            job = await gen.vary(who, ref.target, ref.index)
-        elif ref.action is Action.REROLL:
-            job = await gen.reroll(who, ref.target)
+        job = await self.make(interaction.client, who)
+        if job.status is JobStatus.RENDERED:
+            await interaction.client.services.delivery.deliver(job)
         else:
-            job = await gen.upscale(who, ref.target)
-        await self.services.worker.announce(job)
+            await interaction.client.services.worker.announce(job)
 
-    async def _delete(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
+    async def make(self, client: EaselBot, who: Requester) -> Job:
+        """Make the new job."""
+        raise NotImplementedError
+
+
+class PickButton(_NewJobButton, template=template(Action.PICK)):
+    """U1–U4: one image of a grid as its own result (no rendering)."""
+
+    async def make(self, client: EaselBot, who: Requester) -> Job:
+        """Make the pick."""
+        assert self.target.index is not None
+        return await client.services.generation.pick(who, self.target.target, self.target.index)
+
+
+class VaryButton(_NewJobButton, template=template(Action.VARY)):
+    """V1–V4 and Vary: variations of one image."""
+
+    async def make(self, client: EaselBot, who: Requester) -> Job:
+        """Queue the variations."""
+        assert self.target.index is not None
+        return await client.services.generation.vary(who, self.target.target, self.target.index)
+
+
+class RerollButton(_NewJobButton, template=template(Action.REROLL)):
+    """The same request with a new seed."""
+
+    async def make(self, client: EaselBot, who: Requester) -> Job:
+        """Queue the reroll."""
+        return await client.services.generation.reroll(who, self.target.target)
+
+
+class UpscaleButton(_NewJobButton, template=template(Action.UPSCALE)):
+    """A 2× upscale of a single image."""
+
+    async def make(self, client: EaselBot, who: Requester) -> Job:
+        """Queue the upscale."""
+        return await client.services.generation.upscale(who, self.target.target)
+
+
+class DeleteButton(EaselButton, template=template(Action.DELETE)):
+    """Delete a result (its requester or a moderator)."""
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Record the deletion, then remove the message."""
         # Recorded before the message goes: no copy can be shown again even if deleting it fails.
-        await self.services.generation.delete(requester(interaction), ref.target)
+        await interaction.client.services.generation.delete(requester(interaction), self.target.target)
         await interaction.response.defer()
         if interaction.message is not None:
             await interaction.message.delete()
 
-    async def _cancel(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
-        job = await self.services.generation.cancel(requester(interaction), ref.target)
-        if job.status is JobStatus.RUNNING and not self.services.worker.cancel_running(job.id):
+
+class CancelButton(EaselButton, template=template(Action.CANCEL)):
+    """Cancel one's own queued or running job."""
+
+    async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
+        """Cancel, and say what happened on the job's status message (or privately)."""
+        services = interaction.client.services
+        job = await services.generation.cancel(requester(interaction), self.target.target)
+        if job.status is JobStatus.RUNNING and not services.worker.cancel_running(job.id):
             text = f"✖️ Job #{job.id} is already rendering: its result will be discarded. Nothing will be charged."
         else:
             text = f"✖️ Job #{job.id} was cancelled. Nothing was charged."
@@ -79,6 +96,22 @@ class Results(commands.Cog):
             await reply(interaction, text)
 
 
+BUTTONS = (PickButton, VaryButton, RerollButton, UpscaleButton, DeleteButton, CancelButton)
+
+
+class Results(commands.Cog):
+    """Registers the result and queue buttons, so clicks on messages from any earlier run work."""
+
+    def __init__(self, bot: EaselBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*BUTTONS)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(*BUTTONS)
+
+
 async def setup(bot: EaselBot) -> None:
-    """Add the button handler."""
+    """Add the result buttons."""
     await bot.add_cog(Results(bot))

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import discord
 import pytest
 
-from bot.buttons import CUSTOM_ID_MAX, Action, ButtonRef, JobButton, cancel_view, parse_custom_id, result_view
+from bot.app import EaselButton, StaleButton
+from bot.buttons import (
+    CUSTOM_ID_MAX,
+    Action,
+    ButtonRef,
+    cancel_view,
+    parse_custom_id,
+    result_view,
+    vote_view,
+    withdraw_view,
+)
 from bot.errors import InvalidInput
 from bot.jobs import Job, JobKind, JobParams, JobStatus
+from cogs.challenges import BUTTONS as CHALLENGE_BUTTONS
+from cogs.results import BUTTONS as RESULT_BUTTONS
 
 
 def job(images: int, kind: JobKind = JobKind.IMAGINE) -> Job:
@@ -27,29 +41,50 @@ def job(images: int, kind: JobKind = JobKind.IMAGINE) -> Job:
     )
 
 
+REGISTERED: tuple[type[EaselButton], ...] = (StaleButton, *RESULT_BUTTONS, *CHALLENGE_BUTTONS)
+
+
+def handlers(custom_id: str) -> list[type[EaselButton]]:
+    """The registered items discord.py would run for a click on ``custom_id`` (it runs every match)."""
+    return [item for item in REGISTERED if item.__discord_ui_compiled_template__.fullmatch(custom_id)]
+
+
+def refs(view: discord.ui.View) -> list[ButtonRef]:
+    return [parse_custom_id(item.custom_id) for item in view.children if isinstance(item, discord.ui.Button)]
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 @pytest.mark.parametrize("kind", list(JobKind))
-def test_every_custom_id_made_matches_the_template_and_parses_back(count: int, kind: JobKind) -> None:
-    views = [result_view(job(count, kind)), cancel_view(2**53)]
+def test_every_custom_id_made_is_answered_by_exactly_its_actions_button(count: int, kind: JobKind) -> None:
+    views = [result_view(job(count, kind), submit=True), cancel_view(2**53), vote_view(7), withdraw_view(7)]
     for view in views:
         for item in view.children:
-            assert isinstance(item, JobButton)
-            assert item.ref is not None
+            assert isinstance(item, discord.ui.Button)
+            assert item.custom_id is not None
             assert len(item.custom_id) <= CUSTOM_ID_MAX
-            assert JobButton.__discord_ui_compiled_template__.fullmatch(item.custom_id)
-            assert parse_custom_id(item.custom_id) == item.ref
+            ref = parse_custom_id(item.custom_id)
+            [handler] = handlers(item.custom_id)
+            assert handler is not StaleButton
+            assert re.fullmatch(rf"easel:{ref.action.value}:.*", item.custom_id)
+            assert handler.__name__.lower().startswith(ref.action.name.lower())
+
+
+def test_every_action_has_one_button_that_answers_it() -> None:
+    for action in Action:
+        ref = ButtonRef(action, 12, 1 if action.indexed else None)
+        assert len(handlers(ref.custom_id)) == 1, action
 
 
 def test_a_grid_gets_u_and_v_per_image_and_a_single_image_gets_vary_and_upscale() -> None:
-    grid = [item.ref for item in result_view(job(4)).children if isinstance(item, JobButton)]
+    grid = refs(result_view(job(4)))
     assert [r.action for r in grid if r] == [Action.PICK] * 4 + [Action.VARY] * 4 + [
         Action.REROLL,
         Action.DELETE,
     ]
-    single = [item.ref for item in result_view(job(1)).children if isinstance(item, JobButton)]
+    single = refs(result_view(job(1)))
     assert [r.action for r in single if r] == [Action.VARY, Action.UPSCALE, Action.REROLL, Action.DELETE]
-    upscaled = result_view(replace(job(1), kind=JobKind.UPSCALE)).children
-    assert Action.UPSCALE not in [i.ref.action for i in upscaled if isinstance(i, JobButton) and i.ref]
+    upscaled = refs(result_view(replace(job(1), kind=JobKind.UPSCALE)))
+    assert Action.UPSCALE not in [r.action for r in upscaled]
 
 
 @pytest.mark.parametrize(
@@ -69,6 +104,8 @@ def test_a_grid_gets_u_and_v_per_image_and_a_single_image_gets_vary_and_upscale(
 def test_forged_custom_ids_are_refused_with_a_clear_message(custom_id: str) -> None:
     with pytest.raises(InvalidInput, match="not one Easel recognises"):
         parse_custom_id(custom_id)
+    # Only the catch-all answers them, so the member gets that message and nothing else runs.
+    assert handlers(custom_id) == [StaleButton]
 
 
 def test_custom_ids_round_trip() -> None:
