@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -57,10 +58,12 @@ class Run:
     late_acks: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0
+    main_thread_cpu_s: float = 0.0
     idle_cpu_per_s: float = 0.0
     peak_rss_bytes: int = 0
     servers_cpu_s: float = 0.0
     failure: str = ""
+    profile: str = ""
 
     @property
     def jobs_per_s(self) -> float:
@@ -80,11 +83,45 @@ def speed_extra_installed() -> bool:
     return importlib.util.find_spec("orjson") is not None
 
 
-def cpu_seconds(pid: int) -> float:
-    """Return a process's user + system CPU time so far, all its threads together (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """Return a process's (or one of its threads') user + system CPU time so far (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     # After the command name: state is field 3, utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+@contextlib.asynccontextmanager
+async def sampling(pid: int, profile: Path | None) -> AsyncIterator[str]:
+    """Record the process with py-spy into ``profile`` while the block runs; yield where it goes, or why not.
+
+    Only the thread holding the GIL is sampled (``--gil``): Python's own work, without SQLite's
+    C code in its thread or waits in system calls. Sampling without pausing keeps the CPU
+    figures close to an unprofiled run's.
+    """
+    if profile is None:
+        yield ""
+        return
+    # A virtual environment's scripts sit beside its python, whether or not it is on PATH.
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        yield "not profiled: py-spy is not installed (pip install py-spy)"
+        return
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--pid", str(pid), "--gil", "--nonblocking", "--rate", "200"]
+    argv += ["--format", "raw", "--output", str(profile)]
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        yield f"profile (py-spy raw, summarise with python -m bench.hotspots): {profile}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def peak_rss(pid: int) -> int:
@@ -247,12 +284,12 @@ async def drive(
 async def measure(
     name: str,
     argv: Sequence[str],
-    env: dict[str, str],
     *,
     jobs: int,
     window: int,
     limit_s: float,
     easel: bool,
+    profile: Path | None = None,
 ) -> Run:
     """Start fresh test servers and one bot, sample its idle CPU, drive the jobs, and read its CPU."""
     discord = FakeDiscord()
@@ -269,7 +306,7 @@ async def measure(
                 argv = [*argv, "--config", str(easel_config(folder, discord, openai))]
             else:
                 argv = [*argv, "--api-base", discord.api_base, "--gateway-url", discord.gateway_url]
-            async with started(argv, folder, {"DISCORD_TOKEN": discord.token, **env}) as bot:
+            async with started(argv, folder, {"DISCORD_TOKEN": discord.token}) as bot:
                 try:
                     await ready(discord, bot)
                 except RuntimeError as exc:
@@ -277,57 +314,59 @@ async def measure(
                 await asyncio.sleep(1.0)  # start-up work that follows READY (recovery, first tick)
                 idle0 = cpu_seconds(bot.pid)
                 await asyncio.sleep(IDLE_SAMPLE_S)
-                cpu0 = cpu_seconds(bot.pid)
+                cpu0, main0, t0 = cpu_seconds(bot.pid), cpu_seconds(bot.pid, bot.pid), time.monotonic()
                 idle_rate = (cpu0 - idle0) / IDLE_SAMPLE_S
                 servers0 = time.process_time()
-                failure = ""
-                try:
-                    posted, wall, sent = await drive(discord, jobs, window, limit_s)
-                except (ConnectionError, RuntimeError) as exc:
-                    return Run(name, jobs, failure=f"the drive failed: {exc}; {bot.log_tail()}")
-                cpu = cpu_seconds(bot.pid) - cpu0 - idle_rate * wall
-                servers = time.process_time() - servers0
+                async with sampling(bot.pid, profile) as profiled:
+                    try:
+                        posted, wall, sent = await drive(discord, jobs, window, limit_s)
+                    except (ConnectionError, RuntimeError) as exc:
+                        return Run(name, jobs, failure=f"the drive failed: {exc}; {bot.log_tail()}")
+                    idle = idle_rate * (time.monotonic() - t0)
+                    cpu = cpu_seconds(bot.pid) - cpu0 - idle
+                    main = cpu_seconds(bot.pid, bot.pid) - main0
+                    servers = time.process_time() - servers0
                 rss = peak_rss(bot.pid)
-                if posted < jobs:
-                    failure = f"{jobs - posted} of {jobs} results not posted within the run's time"
+                failure = f"{jobs - posted} of {jobs} results not posted in time" if posted < jobs else ""
                 late = sum(
                     1
                     for i in sent
                     if i.callback is None or i.callback.received_at - i.sent_at > ACK_DEADLINE_S
                 )
-                return Run(name, jobs, posted, late, wall, max(cpu, 0.0), idle_rate, rss, servers, failure)
+                return Run(
+                    name,
+                    jobs,
+                    posted,
+                    late,
+                    wall,
+                    max(cpu, 0.0),
+                    main,
+                    idle_rate,
+                    rss,
+                    servers,
+                    failure,
+                    profiled,
+                )
     finally:
         await openai.close()
         await discord.close()
 
 
-async def e2e(jobs: int, window: int, limit_s: float) -> list[Run]:
-    """Measure the floor, Easel, and Easel without the ``speed`` extra, one after another."""
+async def e2e(jobs: int, window: int, limit_s: float, profile: Path | None = None) -> list[Run]:
+    """Measure the floor, Easel, and Easel without the ``speed`` extra, one after another.
+
+    With ``profile``, Easel runs once more under py-spy, which writes its samples there; the
+    unprofiled runs keep their figures clean.
+    """
     python = sys.executable
-    runs = [
-        await measure(
-            "floor",
-            [python, "-m", "bench.floorbot"],
-            {},
-            jobs=jobs,
-            window=window,
-            limit_s=limit_s,
-            easel=False,
-        ),
-        await measure(
-            "easel", [python, "-m", "bot"], {}, jobs=jobs, window=window, limit_s=limit_s, easel=True
-        ),
-    ]
+    easel = [python, "-m", "bot"]
+    bots = [("floor", [python, "-m", "bench.floorbot"], False, None), ("easel", easel, True, None)]
     if speed_extra_installed():
-        runs.append(
-            await measure(
-                "easel, speed extra hidden",
-                [python, "-c", WITHOUT_SPEED.format(modules=SPEED_MODULES)],
-                {},
-                jobs=jobs,
-                window=window,
-                limit_s=limit_s,
-                easel=True,
-            )
-        )
-    return runs
+        hidden = [python, "-c", WITHOUT_SPEED.format(modules=SPEED_MODULES)]
+        bots.append(("easel, speed extra hidden", hidden, True, None))
+    if profile is not None:
+        bots.append(("easel, profiled", easel, True, profile))
+    return [
+        await measure(name, argv, jobs=jobs, window=window, limit_s=limit_s, easel=is_easel, profile=path)
+        for name, argv, is_easel, path in bots
+    ]
