@@ -2,8 +2,9 @@
 
 Prints, as shares of all samples, the functions of Easel (``bot/``, ``cogs/``) with the time
 spent in them and everything they call, then the functions of any package that spent the time
-themselves. With ``--ms-per-job`` (the event-loop thread's CPU per job from the e2e table; py-spy
-samples the GIL holder, which is mostly that thread) each share is also given in ms per job.
+themselves. The samples are of whichever thread held the GIL: Python's work in every thread,
+not SQLite's own C code. With ``--ms-per-job`` (e.g. the bot's CPU per job from the e2e table)
+each share is also given in ms per job, a rough split of that figure.
 """
 
 from __future__ import annotations
