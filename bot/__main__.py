@@ -5,29 +5,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import discord
-import yarl
-from discord.gateway import DiscordWebSocket
 
 from bot import images
 from bot.app import EaselBot, Services
 from bot.challenge_board import DiscordBoard
-from bot.config import DiscordSettings, Settings, load_settings
+from bot.channels import can_post
+from bot.config import Settings, load_settings
 from bot.contests import ChallengeService
 from bot.delivery import Delivery
+from bot.endpoints import point_at
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
 from bot.jobs import utcnow
+from bot.lifecycle import LocalLifecycle
 from bot.moderation import Moderation
-from bot.queue import SqliteJobQueue
+from bot.ratelimit import RateLimiter
+from bot.redact import RedactingFilter
 from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
@@ -38,17 +42,33 @@ from bot.worker import Worker
 
 log = logging.getLogger("bot")
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# Easel's own loggers follow [logging] level; every other logger (the libraries) inherits the
+# root's level, [logging] library_level.
+OWN_LOGGERS = ("bot", "cogs")
 
-def point_at(discord_settings: DiscordSettings) -> None:
-    """Send discord.py's REST (and, if set, gateway) traffic to the configured endpoints.
 
-    discord.py reads its REST base from ``Route.BASE`` and, for a bot that does not ask
-    ``/gateway/bot``, its gateway from ``DiscordWebSocket.DEFAULT_GATEWAY``: class attributes,
-    so this is process-wide, done once here before the client starts.
+@contextmanager
+def operator_logging(settings: Settings, stream: TextIO | None = None) -> Iterator[None]:
+    """Log to ``stream`` (stderr) through one handler that redacts secrets from every record, until the block ends.
+
+    Undone on exit, so a caller of ``main()`` (a test, an embedding program) keeps its own logging.
     """
-    discord.http.Route.BASE = discord_settings.api_base
-    if discord_settings.gateway_url:
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(discord_settings.gateway_url)
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", *OWN_LOGGERS)}
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactingFilter(settings.discord.token.reveal(), settings.openai.api_key.reveal()))
+    root.addHandler(handler)
+    root.setLevel(settings.library_log_level)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(settings.log_level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def check_openai(settings: Settings) -> list[str]:
@@ -86,7 +106,10 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     async with AsyncExitStack() as stack:
         point_at(settings.discord)
         store = await stack.enter_async_context(Store.open(settings.storage.path))
+        # Tokens of jobs answered or expired while Easel was down; later ones go as they are answered.
+        await store.jobs.clear_expired_tokens(clock())
         files = ImageFiles(settings.storage.images_dir)
+        await files.make_private()
         renderers: dict[str, Renderer] = {}
         concurrency: dict[str, int] = {}
         offline: dict[str, str] = {}
@@ -110,14 +133,14 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         renderers[upscaler.name] = upscaler
         # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
         concurrency[upscaler.name] = 1
-        queue = SqliteJobQueue(store, files, settings.queue)
+        lifecycle = LocalLifecycle(store, files, settings.queue)
 
         generating = [
             name for name, r in renderers.items() if Operation.GENERATE in r.capabilities.operations
         ]
 
         def services(bot: EaselBot) -> Services:
-            delivery = Delivery(bot, store, files, output_format=settings.images.output_format)
+            delivery = Delivery(bot, store, lifecycle, files, output_format=settings.images.output_format)
             moderation = Moderation(
                 store,
                 backends=generating,
@@ -125,12 +148,13 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 priced_models={"openai": settings.openai.model} if settings.openai.enabled else {},
                 moderate=openai.moderate if openai is not None else None,
                 audit=delivery.audit,
+                channels=lambda guild_id, channel_id: can_post(bot, guild_id, channel_id),
                 clock=clock,
             )
             board = DiscordBoard(bot, store, files, output_format=settings.images.output_format)
             contests = ChallengeService(store, moderation, board, clock=clock)
             worker = Worker(
-                queue,
+                lifecycle,
                 store,
                 files,
                 renderers,
@@ -141,7 +165,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             )
             generation = Generation(
                 store,
-                queue,
+                lifecycle,
                 files,
                 renderers,
                 upscaler=upscaler.name,
@@ -156,6 +180,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 worker=worker,
                 moderation=moderation,
                 contests=contests,
+                actions=RateLimiter(settings.limits.burst, settings.limits.refill_s),
             )
 
         bot = EaselBot(services)
@@ -210,17 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("easel-render.png"), help="render: output file")
     parser.add_argument("--seed", type=int, default=0, help="render: the seed (local backend)")
     args = parser.parse_intermixed_args(argv)
+    # Before anything is created: the database, images and logs Easel writes hold members' prompts,
+    # results and interaction tokens, so other users of the host may not read them.
+    os.umask(0o077)
     try:
         settings = load_settings(args.config)
         warnings = check_openai(settings)
     except ConfigError as exc:
         print(f"easel: config error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    with operator_logging(settings):
+        return run_command(args, settings, warnings)
+
+
+def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str]) -> int:
+    """Run the command line's command with the loaded settings; return the exit status."""
     for warning in warnings:
         log.warning("%s", warning)
     backends = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from bot.errors import EaselError
 from bot.generation import Generation
 from bot.jobs import Interaction, Requester
 from bot.moderation import Moderation
+from bot.ratelimit import RateLimiter
+from bot.visibility import age_restricted, channel_viewer
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class Services:
     worker: Worker
     moderation: Moderation
     contests: ChallengeService
+    actions: RateLimiter  # every command and button press of a member takes one
 
 
 async def reply(interaction: discord.Interaction[Any], text: str) -> None:
@@ -101,7 +105,19 @@ def requester(interaction: discord.Interaction[Any], message_id: int | None = No
         manage_guild=interaction.permissions.manage_guild,
         role_ids=tuple(role.id for role in getattr(interaction.user, "roles", ())),
         parent_channel_id=getattr(interaction.channel, "parent_id", None),
+        can_view=channel_viewer(interaction),
+        age_restricted=age_restricted(interaction),
     )
+
+
+async def within_rate_limit(interaction: discord.Interaction[EaselBot]) -> bool:
+    """Count one action of the member; over their limit, tell them how long to wait and return False."""
+    wait = interaction.client.services.actions.take(interaction.user.id)
+    if not wait:
+        return True
+    log.debug("member %d is over the action rate limit (%.1fs to wait)", interaction.user.id, wait)
+    await reply(interaction, f"You're clicking fast: try again in {max(1, math.ceil(wait))} s.")
+    return False
 
 
 async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
@@ -111,7 +127,13 @@ async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
 
 
 class EaselTree(app_commands.CommandTree["EaselBot"]):
-    """Routes every application-command error to one ephemeral message."""
+    """Routes every application-command error to one ephemeral message; rate-limits commands."""
+
+    async def interaction_check(self, interaction: discord.Interaction[EaselBot], /) -> bool:
+        # Autocomplete fires on every keystroke and posts nothing: it does not count as an action.
+        if interaction.type is discord.InteractionType.autocomplete:
+            return True
+        return await within_rate_limit(interaction)
 
     async def on_error(
         self, interaction: discord.Interaction[EaselBot], error: app_commands.AppCommandError

@@ -16,7 +16,10 @@ NAMESPACE = "easel"
 # Discord caps custom ids at 100 characters; ours stay far below by carrying only ids.
 CUSTOM_ID_MAX = 100
 _PATTERN = re.compile(r"easel:(?P<action>[a-z]+):(?P<target>[1-9]\d{0,18})(?::(?P<index>[1-4]))?")
-STALE = "This button is not one Easel recognises (it may be from an old version). Use /show with the job id instead."
+STALE = (
+    "This button is not one Easel recognises (it may be from an old version). "
+    "Use /show with the id in the result's footer instead."
+)
 
 
 class Action(enum.StrEnum):

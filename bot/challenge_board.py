@@ -20,6 +20,7 @@ from bot.challenges import Challenge, Entry, Phase, Ranked
 from bot.delivery import NO_MENTIONS
 from bot.files import ImageFiles
 from bot.store import Store
+from bot.text import escape
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class DiscordBoard:
     async def announce_results(self, challenge: Challenge, ranked: Sequence[Ranked]) -> int:
         """Post the winners: the top three side by side, the ranked list and the tiebreak rule."""
         embed = discord.Embed(
-            title=f"🏆 Results: {discord.utils.escape_markdown(challenge.theme)[:THEME_TITLE_MAX]}",
+            title=f"🏆 Results: {escape(challenge.theme)[:THEME_TITLE_MAX]}",
             description=challenges.results_text(challenge, ranked),
             colour=COLOUR,
         )
@@ -103,12 +104,12 @@ class DiscordBoard:
         return message.id
 
     async def _image(self, entry: Entry) -> images.Encoded:
-        job = await self._store.get(entry.job_id)
+        job = await self._store.jobs.get(entry.job_id)
         blob = await self._read(entry)
         return await asyncio.to_thread(images.compose_result, [blob], self._format, job.upload_limit)
 
     async def _read(self, entry: Entry) -> bytes:
-        job = await self._store.get(entry.job_id)
+        job = await self._store.jobs.get(entry.job_id)
         return await self._files.read(job.images[entry.image_index - 1])
 
     async def _send(self, challenge: Challenge, nonce: str, **fields: Any) -> discord.Message:
@@ -121,7 +122,7 @@ class DiscordBoard:
 def _announcement(challenge: Challenge) -> discord.Embed:
     ended = {Phase.FINISHED: " (finished)", Phase.CANCELLED: " (cancelled)"}.get(challenge.phase, "")
     embed = discord.Embed(
-        title=f"🏆 Challenge: {discord.utils.escape_markdown(challenge.theme)[:THEME_TITLE_MAX]}{ended}",
+        title=f"🏆 Challenge: {escape(challenge.theme)[:THEME_TITLE_MAX]}{ended}",
         description=challenges.rules_text(challenge),
         colour=COLOUR if not challenge.phase.ended else discord.Colour.dark_grey(),
     )

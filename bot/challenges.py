@@ -26,7 +26,7 @@ Decisions, so the store, the cog and the tests agree:
   always comes from the jobs table, never from the message a member points at.
 - Voting toggles: pressing an entry's vote button adds the member's vote, pressing it again
   takes it back (``vote_action``). With ``votes_per_member`` set, changing a vote means taking
-  one back first. The store passes a voter's *counting* votes (on entries neither withdrawn nor
+  one back first. The service passes a voter's *counting* votes (on entries neither withdrawn nor
   disqualified), so disqualifying an entry gives its voters their votes back without deleting
   anything; ``tally`` ignores votes on such entries anyway.
 - Standings: most votes first; ties go to the earlier submission, then the lower entry id, so
@@ -56,6 +56,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from bot.errors import InvalidInput, LimitReached, NotAllowed
+from bot.text import escape
 
 __all__ = [
     "ENTRIES_PER_MEMBER_MAX",
@@ -443,7 +444,7 @@ def check_start(channel_id: int, active: Iterable[Challenge]) -> None:
     for running in active:
         if running.channel_id == channel_id and not running.phase.ended:
             raise NotAllowed(
-                f"A challenge is already running in {_channel(channel_id)} (theme: {running.theme}). "
+                f"A challenge is already running in {_channel(channel_id)} (theme: {escape(running.theme)}). "
                 "Wait for it to finish, cancel it with `/challenge cancel`, or start this one in another channel."
             )
 
@@ -833,7 +834,7 @@ def rules_text(challenge: Challenge) -> str:
     )
     order = "in a shuffled order" if challenge.shuffle else "in the order they were submitted"
     lines = [
-        f"**Theme:** {challenge.theme}",
+        f"**Theme:** {escape(challenge.theme)}",
         "",
         f"• Enter {entries} you generated with Easel in {_channel(challenge.channel_id)}: press **Submit** "
         "under your result, or use `/challenge submit` with its message link.",
@@ -868,7 +869,12 @@ def status_text(challenge: Challenge, entry_count: int, vote_count: int, now: da
     if challenge.phase is not Phase.SUBMISSIONS:
         counts += f" · **Votes:** {vote_count}"
     return "\n".join(
-        [f"**Theme:** {challenge.theme}", f"**Channel:** {_channel(challenge.channel_id)}", phase, counts]
+        [
+            f"**Theme:** {escape(challenge.theme)}",
+            f"**Channel:** {_channel(challenge.channel_id)}",
+            phase,
+            counts,
+        ]
     )
 
 
@@ -876,7 +882,7 @@ def results_text(challenge: Challenge, ranked: Sequence[Ranked], *, top: int = 1
     """Return the results announcement: the ranked list and the tiebreak rule."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    title = f"**Results: {challenge.theme}**"
+    title = f"**Results: {escape(challenge.theme)}**"
     if not ranked:
         return f"{title}\nNo entries were submitted, so there is no winner."
     lines = [title]

@@ -131,6 +131,14 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """How fast one member may act (commands and buttons): a burst, then one action per refill."""
+
+    burst: int = 5
+    refill_s: float = 3.0
+
+
+@dataclass(frozen=True)
 class ImageSettings:
     """Output encoding and input limits."""
 
@@ -177,9 +185,11 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
     prices: PriceTable = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
     log_level: str = "INFO"
+    library_log_level: str = "INFO"
 
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -237,6 +247,10 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
+def _log_level(value: str) -> str | None:
+    return None if value.upper() in LOG_LEVELS else f"use one of {', '.join(LOG_LEVELS)}"
+
+
 def _url(value: str) -> str | None:
     if value and not value.startswith(("http://", "https://", "ws://", "wss://")):
         return "must be a full URL starting with http(s):// or ws(s)://"
@@ -260,7 +274,9 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
 def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
     """Build Settings from parsed TOML; every error names the key and the fix."""
     top = _Section(
-        "config", raw, {"discord", "openai", "local", "storage", "queue", "images", "prices", "logging"}
+        "config",
+        raw,
+        {"discord", "openai", "local", "storage", "queue", "limits", "images", "prices", "logging"},
     )
     for name in top.data:
         if not isinstance(top.data[name], dict):
@@ -322,6 +338,18 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         ),
     )
 
+    lm = _Section("limits", raw.get("limits", {}), {"burst", "refill_s"})
+    ld = LimitSettings()
+    limits = LimitSettings(
+        burst=lm.get("burst", int, ld.burst, lambda v: None if 1 <= v <= 100 else "must be 1 to 100"),
+        refill_s=lm.get(
+            "refill_s",
+            float,
+            ld.refill_s,
+            lambda v: None if 0.1 <= v <= 3600 else "must be 0.1 to 3600 seconds",
+        ),
+    )
+
     i = _Section(
         "images",
         raw.get("images", {}),
@@ -353,17 +381,24 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
 
     prices = _prices(raw["prices"]) if "prices" in raw else PriceTable(DEFAULT_PRICES)
 
-    lg = _Section("logging", raw.get("logging", {}), {"level"})
-    level = lg.get("level", str, "INFO", lambda v: None if v.upper() in LOG_LEVELS else f"use {LOG_LEVELS}")
+    lg = _Section("logging", raw.get("logging", {}), {"level", "library_level"})
+    level = lg.get("level", str, "INFO", _log_level).upper()
+    # At DEBUG, libraries log interaction tokens, gateway payloads and every SQL query: they
+    # follow ``level`` only up to INFO unless the operator asks for more in library_level.
+    library_level = lg.get("library_level", str, "", lambda v: _log_level(v) if v else None).upper()
+    if not library_level:
+        library_level = level if LOG_LEVELS.index(level) >= LOG_LEVELS.index("INFO") else "INFO"
     return Settings(
         discord=discord,
         openai=openai,
         local=local,
         storage=storage,
         queue=queue,
+        limits=limits,
         images=images,
         prices=prices,
-        log_level=level.upper(),
+        log_level=level,
+        library_log_level=library_level,
     )
 
 

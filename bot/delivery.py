@@ -16,6 +16,7 @@ from bot import images
 from bot.buttons import cancel_view, result_view
 from bot.files import ImageFiles
 from bot.jobs import Job, JobKind, JobStatus, utcnow
+from bot.lifecycle import JobLifecycle
 from bot.renderers.base import Progress
 from bot.store import Store
 from bot.text import describe, short_prompt
@@ -61,6 +62,7 @@ class Delivery:
         self,
         client: discord.Client,
         store: Store,
+        lifecycle: JobLifecycle,
         files: ImageFiles,
         *,
         output_format: str,
@@ -68,6 +70,7 @@ class Delivery:
     ) -> None:
         self._client = client
         self._store = store
+        self._lifecycle = lifecycle
         self._files = files
         self._format = output_format
         self._clock = clock
@@ -92,9 +95,9 @@ class Delivery:
         if encoded.reduced:
             embed.add_field(name="Note", value=encoded.note, inline=False)
         embed.set_image(url=f"attachment://{filename}")
-        embed.set_footer(text=f"Job #{job.id} · /show job:{job.id}")
+        embed.set_footer(text=f"Job #{job.id} · /show job:{job.public_id}")
         open_here = (
-            not job.is_grid and await self._store.open_challenge_in(job.guild_id, job.posted_in) is not None
+            not job.is_grid and await self._store.challenges.open_in(job.guild_id, job.posted_in) is not None
         )
         return ResultMessage(embed, encoded, filename, result_view(job, submit=open_here))
 
@@ -102,7 +105,7 @@ class Delivery:
         """Post a rendered job's result once: by interaction webhook while the token lives, else to the channel."""
         async with self._locks.setdefault(job.id, asyncio.Lock()):
             try:
-                job = await self._store.get(job.id)
+                job = await self._store.jobs.get(job.id)
                 if job.status is not JobStatus.RENDERED:
                     return job
                 result = await self.result_message(job)
@@ -119,10 +122,10 @@ class Delivery:
                         nonce=f"easel-r{job.id}",
                     )
                 if message is None:
-                    return await self._store.mark_failed(
+                    return await self._lifecycle.fail(
                         job.id, "Easel could not post the result in that channel (missing permissions?)."
                     )
-                return await self._store.mark_posted(job.id, message.id, message.channel.id)
+                return await self._lifecycle.posted(job.id, message.id, message.channel.id)
             finally:
                 self._locks.pop(job.id, None)
 
@@ -137,7 +140,7 @@ class Delivery:
         message = await self._edit_status(job, content=text, embed=None, attachments=[], view=None)
         if message is None and job.status is JobStatus.FAILED:
             message = await self._send_to_channel(job, f"<@{job.user_id}> {text}", nonce=f"easel-f{job.id}")
-        await self._store.set_message(job.id, message.id if message else 0)
+        await self._lifecycle.notified(job.id, message.id if message else 0)
 
     async def show_position(self, job: Job, position: int, total: int) -> None:
         """Show a queued job's place in line on its status message."""

@@ -18,6 +18,11 @@ class LimitReached(EaselError):
 class NotFound(EaselError):
     """The job, image or message the member refers to no longer exists (or is not theirs to see)."""
 
+    @classmethod
+    def row(cls, kind: str, row_id: int) -> NotFound:
+        """Say that job, challenge or entry ``row_id`` does not exist; another guild's reads the same."""
+        return cls(f"{kind.capitalize()} #{row_id} does not exist.")
+
 
 class NotAllowed(EaselError):
     """The member may not do this to this job."""

@@ -1,4 +1,4 @@
-"""Where image bytes live: files under the data directory, written atomically."""
+"""Where image bytes live: files under the data directory, written atomically, readable by Easel's user only."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ class ImageFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    async def make_private(self) -> None:
+        """Create the image folder owner-only (0700), or make an existing one so, before anything is written.
+
+        Members' images (private results and uploads among them) stay unreadable to other users of the
+        host whatever mode older files inside have.
+        """
+        await asyncio.to_thread(self._private_root)
 
     async def save_results(self, job_id: int, images: tuple[bytes, ...], ext: str) -> tuple[str, ...]:
         """Write a job's rendered images; return their paths relative to the root."""
@@ -39,12 +47,22 @@ class ImageFiles:
         """Delete a job's rendered images (a render whose job was cancelled meanwhile)."""
         await asyncio.to_thread(shutil.rmtree, self.root / "jobs" / str(job_id), True)
 
+    def _private_root(self) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+
     def _write_all(self, names: tuple[str, ...], blobs: tuple[bytes, ...]) -> None:
         for name, data in zip(names, blobs, strict=True):
             path = self.root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # One level at a time: mkdir(parents=True) would give the parents the umask's mode.
+            folder = self.root
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for part in Path(name).parent.parts:
+                folder /= part
+                folder.mkdir(mode=0o700, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "wb") as fh:
+            # 0600 whatever the process umask (tests and embedders do not set Easel's).
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -2,26 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import math
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from bot.config import ImageSettings
 from bot.errors import InvalidInput, NotAllowed, NotFound
 from bot.files import ImageFiles
 from bot.guild_settings import GuildSettings
-from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester
+from bot.images import SourceImage
+from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester, utcnow
+from bot.lifecycle import JobLifecycle
 from bot.moderation import Moderation
-from bot.queue import JobQueue
+from bot.quotas import Admission
 from bot.renderers.base import Capabilities, Operation, Renderer
-from bot.store import Store
+from bot.store import RowMissing, Store
 from bot.text import short_prompt
 
 PROMPT_MAX = 1000
 NEGATIVE_MAX = 500
 SEED_MAX = 2**32 - 1
 ASPECTS = {"square": 1.0, "portrait": 2 / 3, "landscape": 3 / 2}
+# What /show takes: a public id (new ones are 10 base32 characters, those of jobs made before
+# public ids existed 16 hex digits), or a member's own integer job id.
+PUBLIC_ID = re.compile(r"[0-9a-z]{10,16}")
+OWN_JOB_ID = re.compile(r"#?([0-9]{1,18})")
+NO_SUCH_RESULT = (
+    "That result does not exist, or is not one you can see. "
+    "Copy the id after `/show job:` in a result's footer."
+)
+DELETED = "This result was deleted, so it cannot be shown or used again."
+FLAGGED = "The safety checker flagged this image, so it can only be shown or used in age-restricted channels."
+
+
+class Hidden(enum.Enum):
+    """Why a result may not be shown or used here, though its requester may still see it privately."""
+
+    UNSEEN = "unseen"  # the member cannot see the channel it was made or posted in
+    DELETED = "deleted"
+    FLAGGED = "flagged"  # and this channel is not age-restricted
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How /show may show a result: publicly here, or only to the member who asks (and why)."""
+
+    job: Job
+    private: bool
+    hidden: Hidden | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +88,7 @@ class Generation:
     def __init__(
         self,
         store: Store,
-        queue: JobQueue,
+        lifecycle: JobLifecycle,
         files: ImageFiles,
         renderers: Mapping[str, Renderer],
         *,
@@ -68,7 +100,7 @@ class Generation:
         self._moderation = moderation
         self._store = store
         self._offline = dict(offline or {})
-        self._queue = queue
+        self._lifecycle = lifecycle
         self._files = files
         self._renderers = renderers
         self._upscaler = upscaler
@@ -114,15 +146,14 @@ class Generation:
     async def variation(
         self,
         who: Requester,
-        source_png: bytes,
-        size: tuple[int, int],
+        upload: Callable[[], Awaitable[SourceImage]],
         *,
         prompt: str = "",
         strength: float | None = None,
         count: int | None = None,
         backend: str | None = None,
     ) -> Job:
-        """Queue variations of an uploaded (already validated) image."""
+        """Queue variations of an upload; ``upload`` fetches and validates it once every cheap check passed."""
         settings = await self._moderation.settings(who.guild_id)
         name, caps = self._backend(backend, Operation.VARY, settings)
         params = JobParams(
@@ -134,9 +165,20 @@ class Generation:
             width=0,
             height=0,
         )
-        width, height = pick_size(caps, _nearest_aspect(*size))
+        # Screening, prompt rules, quota, cooldown and queue limits first, writing nothing: a
+        # refused request never downloads or decodes the upload. Its size, and so its price, is
+        # not known yet: priced as square until then, and the store checks again when it writes.
+        width, height = pick_size(caps, "square")
+        admission = await self._moderation.admit(
+            who, JobKind.VARIATION, name, replace(params, width=width, height=height)
+        )
+        await self._lifecycle.check(self._new(who, JobKind.VARIATION, name, params, None, None), admission)
+        source = await upload()
+        width, height = pick_size(caps, _nearest_aspect(source.width, source.height))
+        params = replace(params, width=width, height=height)
+        admission = replace(admission, usd=self._moderation.price(name, params, params.count))
         return await self._submit(
-            who, JobKind.VARIATION, name, replace(params, width=width, height=height), source=source_png
+            who, JobKind.VARIATION, name, params, source=source.png, admission=admission
         )
 
     async def reroll(self, who: Requester, job_id: int) -> Job:
@@ -190,45 +232,71 @@ class Generation:
         return await self._submit(who, JobKind.UPSCALE, backend, params, parent=parent, index=1)
 
     async def pick(self, who: Requester, job_id: int, index: int) -> Job:
-        """Make image ``index`` of a grid its own result (no rendering needed)."""
+        """Make image ``index`` of a grid its own result (no rendering needed, so free of quota)."""
         parent = await self._result(who, job_id, index)
         await self._moderation.screen(who)
         new = self._new(who, JobKind.PICK, parent.backend, replace(parent.params, count=1), parent, index)
-        return await self._store.add_rendered(new, (parent.images[index - 1],), parent.made_by)
+        return await self._lifecycle.add_rendered(new, (parent.images[index - 1],), parent.made_by)
 
     async def cancel(self, who: Requester, job_id: int) -> Job:
         """Cancel a member's queued job, or ask their running job to stop."""
-        job = await self._store.cancel(job_id, who.guild_id, who.user_id)
-        self._queue.poke(job.backend)
-        return job
+        return await self._lifecycle.cancel(job_id, who.guild_id, who.user_id)
 
-    async def deletable(self, who: Requester, job_id: int) -> Job:
-        """Return the job if this member may delete its result message."""
-        job = await self._store.find(job_id, who.guild_id)
+    async def delete(self, who: Requester, job_id: int) -> Job:
+        """Record that this member deletes a result (its requester or a moderator): never shown again."""
+        job = await self._find(job_id, who.guild_id)
         if job.user_id != who.user_id and not who.manage_messages:
             raise NotAllowed("Only the member who asked for this image, or a moderator, can delete it.")
+        return await self._store.jobs.mark_deleted(job.id, utcnow())
+
+    async def usable(self, who: Requester, job_id: int) -> Job:
+        """Return a result this member may show or build on in this channel (the buttons' rule)."""
+        job = await self._find(job_id, who.guild_id)
+        hidden = _hidden(who, job)
+        if hidden is Hidden.UNSEEN:
+            # Reported exactly like a missing job: the answer tells nothing about other channels.
+            raise NotFound(f"Job #{job_id} does not exist.")
+        _require_result(job)
+        if hidden is Hidden.DELETED:
+            raise NotAllowed(DELETED)
+        if hidden is Hidden.FLAGGED:
+            raise NotAllowed(FLAGGED)
         return job
 
-    async def showable(self, who: Requester, job_id: int) -> Job:
-        """Return a finished job of this guild whose result can be shown again."""
-        job = await self._store.find(job_id, who.guild_id)
-        if job.status not in (JobStatus.RENDERED, JobStatus.POSTED) or not job.images:
-            raise NotFound(f"Job #{job_id} has no result to show ({job.status.value}).")
-        return job
+    async def show(self, who: Requester, ref: str, *, private: bool = False) -> Shown:
+        """Decide how /show shows a result: publicly here, only to the member, or not at all (raises).
+
+        A result's requester may always see it privately; anyone else only what ``usable`` allows.
+        """
+        job = await self._lookup(who, ref)
+        mine = job.user_id == who.user_id
+        hidden = _hidden(who, job)
+        if hidden is Hidden.UNSEEN and not mine:
+            raise NotFound(NO_SUCH_RESULT)
+        _require_result(job)
+        if hidden is None:
+            return Shown(job, private=private)
+        if mine:
+            return Shown(job, private=True, hidden=hidden)
+        raise NotAllowed(DELETED if hidden is Hidden.DELETED else FLAGGED)
+
+    async def usable_message(self, who: Requester, message_id: int) -> Job:
+        """Return the result posted as ``message_id`` if this member may build on it here."""
+        job = await self._store.jobs.by_message(who.guild_id, message_id)
+        if job is None:
+            raise NotFound("That message is not an Easel result in this server. Copy the link of a result.")
+        return await self.usable(who, job.id)
 
     async def queue_view(self, who: Requester) -> QueueView:
         """Return the member's active jobs with their places in line, and the guild's queue length."""
-        active = await self._store.active_jobs(who.guild_id)
+        active = await self._store.jobs.active_jobs(who.guild_id)
         mine = [job for job in active if job.user_id == who.user_id]
-        places: dict[int, int] = {}
-        for backend in {job.backend for job in mine}:
-            places.update(await self._queue.positions(backend))
         waiting = sum(1 for job in active if job.status is JobStatus.QUEUED)
-        return QueueView(tuple((job, places.get(job.id)) for job in mine), waiting)
+        return QueueView(tuple((job, _first(self._lifecycle.place(job.id))) for job in mine), waiting)
 
     async def status(self) -> list[BackendStatus]:
         """Every configured backend's health and load, plus the ones that failed to start."""
-        load = await self._store.backend_load()
+        load = await self._store.jobs.backend_load()
         report = [
             BackendStatus(name, renderer.health(), *load.get(name, (0, 0)))
             for name, renderer in self._renderers.items()
@@ -250,12 +318,14 @@ class Generation:
         index: int | None = None,
         source: bytes | None = None,
         source_path: str | None = None,
+        admission: Admission | None = None,
     ) -> Job:
-        admission = await self._moderation.admit(who, kind, backend, params)
+        if admission is None:
+            admission = await self._moderation.admit(who, kind, backend, params)
         if source is None and source_path is not None:
             source = await self._files.read(source_path)
         new = replace(self._new(who, kind, backend, params, parent, index), source_image=source)
-        job = await self._queue.submit(new, admission)
+        job = await self._lifecycle.submit(new, admission)
         price = f" · ~${admission.usd:.3f}" if admission.usd else ""
         await self._moderation.audit(
             who.guild_id,
@@ -284,12 +354,35 @@ class Generation:
             parent_id=parent.id if parent else None,
             parent_index=index,
             upload_limit=who.upload_limit,
+            # Made from a flagged image (an upscale, a variation, a pick): restricted the same way.
+            flagged=parent.flagged if parent else False,
         )
 
+    async def _find(self, job_id: int, guild_id: int) -> Job:
+        try:
+            return await self._store.jobs.find(job_id, guild_id)
+        except RowMissing as missing:
+            raise NotFound.row(missing.kind, missing.id) from None
+
     async def _result(self, who: Requester, job_id: int, index: int | None = None) -> Job:
-        job = await self.showable(who, job_id)
+        job = await self.usable(who, job_id)
         if index is not None and not 1 <= index <= len(job.images):
             raise NotFound(f"Job #{job_id} has no image {index}.")
+        return job
+
+    async def _lookup(self, who: Requester, ref: str) -> Job:
+        text = ref.strip().lower()
+        job: Job | None = None
+        with contextlib.suppress(NotFound):
+            if own := OWN_JOB_ID.fullmatch(text):
+                # Integer ids count up from 1: taken for the member's own jobs only, so that nobody
+                # can walk through the server's results by counting.
+                found = await self._find(int(own[1]), who.guild_id)
+                job = found if found.user_id == who.user_id else None
+            elif PUBLIC_ID.fullmatch(text):
+                job = await self._store.jobs.by_public_id(who.guild_id, text)
+        if job is None:
+            raise NotFound(NO_SUCH_RESULT)
         return job
 
     def _backend(
@@ -314,6 +407,26 @@ class Generation:
         if not 1 <= count <= min(4, caps.max_count):
             raise InvalidInput(f"count must be between 1 and {min(4, caps.max_count)}.")
         return count
+
+
+def _first(place: tuple[int, int] | None) -> int | None:
+    return None if place is None else place[0]
+
+
+def _hidden(who: Requester, job: Job) -> Hidden | None:
+    """Why ``who`` may not show or use ``job``'s result in the channel they ask in, or None."""
+    if not all(who.can_view(channel) for channel in {job.channel_id, job.posted_in}):
+        return Hidden.UNSEEN
+    if job.deleted_at is not None:
+        return Hidden.DELETED
+    if job.flagged and not who.age_restricted:
+        return Hidden.FLAGGED
+    return None
+
+
+def _require_result(job: Job) -> None:
+    if job.status not in (JobStatus.RENDERED, JobStatus.POSTED) or not job.images:
+        raise NotFound(f"Job #{job.id} has no result to show ({job.status.value}).")
 
 
 def _clean(text: str, field: str, limit: int, *, required: bool = False) -> str:

@@ -146,7 +146,9 @@ class GuildSettings:
                 timezone=v["timezone"],
             ),
             budget=Budget(images_per_month=v["monthly_images"], spend_per_month_usd=v["monthly_spend_usd"]),
-            rules=ContentRules(terms=tuple(v["blocked_terms"]), patterns=tuple(v["blocked_patterns"])),
+            rules=ContentRules(
+                terms=tuple(v["blocked_terms"]), patterns=tuple(v["blocked_patterns"]), stored=True
+            ),
             moderation_check=v["moderation_check"],
             banned=tuple(v["banned"]),
             audit_channel=v["audit_channel"],
@@ -155,7 +157,10 @@ class GuildSettings:
 
 
 def parse(key: str, text: str, *, backends: Sequence[str]) -> Any:
-    """Read a moderator's text for ``key`` as the value to store; InvalidInput names what to type."""
+    """Read a moderator's text for ``key`` as the value to store; InvalidInput names what to type.
+
+    Blocked patterns are compiled and tried, and blocked terms compiled: call it off the event loop.
+    """
     setting = BY_KEY.get(key)
     if setting is None:
         raise InvalidInput(f"There is no setting {key!r}; /settings show lists them.")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bot.renderers.base import Operation, Usage
@@ -12,6 +14,9 @@ from bot.renderers.base import Operation, Usage
 # margin keeps a slow upload from racing the deadline.
 INTERACTION_TOKEN_TTL = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)
+# Public ids: Crockford's base32 (no i, l, o, u to misread), 10 characters = 50 random bits.
+PUBLIC_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+PUBLIC_ID_LENGTH = 10
 
 
 class JobKind(enum.StrEnum):
@@ -63,7 +68,8 @@ class Interaction:
     """What delivery needs to answer through an interaction's webhook while its token lives."""
 
     application_id: int
-    token: str
+    # The token lets anyone post as Easel in that channel for 15 minutes: never in a repr.
+    token: str = field(repr=False)
     created_at: datetime
     message_id: int | None = None
 
@@ -102,6 +108,7 @@ class NewJob:
     parent_index: int | None = None
     upload_limit: int = 10 * 1024 * 1024
     source_image: bytes | None = None
+    flagged: bool = False  # made from a flagged result: shown only where that one may be
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,9 @@ class Job:
     posted_channel_id: int | None = None
     cancel_requested: bool = False
     attempts: int = 0
+    public_id: str = ""  # what /show takes: random, so results cannot be found by counting
+    deleted_at: datetime | None = None  # when 🗑️ Delete removed the result: never shown again
+    flagged: bool = False  # the safety checker flagged it: shown only in age-restricted channels
 
     @property
     def is_grid(self) -> bool:
@@ -147,6 +157,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_public_id() -> str:
+    """Return a fresh random public id for a job."""
+    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+
+
+def _sees_nothing(_channel_id: int) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Requester:
     """Who asks, where, and through which interaction; filled by the cog from Discord's payload."""
@@ -160,3 +179,7 @@ class Requester:
     manage_guild: bool = False
     role_ids: tuple[int, ...] = ()
     parent_channel_id: int | None = None  # a thread's channel, whose rules the thread follows
+    # Whether the member can see a channel of this guild and read its history, as Discord's
+    # permissions say (the cog asks); by default nothing, so a forgotten lookup fails closed.
+    can_view: Callable[[int], bool] = _sees_nothing
+    age_restricted: bool = False  # whether the channel asked in is age-restricted

@@ -1,6 +1,7 @@
 """The moderation service: guild settings, who may change them, and what a request is allowed to cost.
 
-No Discord objects here: the cogs pass a Requester, and audit lines go out through a callback.
+No Discord objects here: the cogs pass a Requester, audit lines go out through a callback, and
+another callback says which channels are a guild's own.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot import charts, guild_settings, quotas
+from bot import admission, charts, guild_settings, quotas
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
-from bot.guild_settings import GuildSettings
+from bot.guild_settings import GuildSettings, Kind
 from bot.jobs import JobKind, JobParams, Requester, utcnow
 from bot.policy import PATTERNS_MAX, TERMS_MAX, validate_pattern, validate_term
 from bot.quotas import Admission, Limits, PriceTable, Windows
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # Sends one line to a guild's audit channel (guild id, channel id, text); errors are the sender's.
 AuditSink = Callable[[int, int, str], Awaitable[None]]
+# Says whether Easel may post in a channel of a guild (guild id, channel id): None when the channel
+# is not one of that guild's (another server's, deleted, or never seen by Easel).
+ChannelAccess = Callable[[int, int], bool | None]
 # Returns True when a moderation model flags the text.
 Moderate = Callable[[str], Awaitable[bool]]
 USAGE_DAYS = 30
@@ -75,6 +79,8 @@ class Moderation:
         priced_models: Mapping[str, str],
         moderate: Moderate | None = None,
         audit: AuditSink | None = None,
+        # None: no Discord to ask (tests of the rules alone), so every channel id is taken as the guild's.
+        channels: ChannelAccess | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -83,6 +89,7 @@ class Moderation:
         self._priced_models = dict(priced_models)
         self._moderate = moderate
         self._audit = audit
+        self._channels = channels
         self._clock = clock
         self._cache: dict[int, GuildSettings] = {}
 
@@ -95,7 +102,7 @@ class Moderation:
         """Return a guild's settings (cached until they change)."""
         cached = self._cache.get(guild_id)
         if cached is None:
-            stored = await self._store.guild_settings(guild_id)
+            stored = await self._store.charges.guild_settings(guild_id)
             # Compiling a few hundred blocked terms takes ~100 ms: not on the event loop.
             cached = await asyncio.to_thread(GuildSettings.from_stored, stored)
             self._cache[guild_id] = cached
@@ -103,7 +110,7 @@ class Moderation:
 
     async def stored(self, guild_id: int) -> dict[str, Any]:
         """Return every setting's stored value (defaults included), for /settings show."""
-        stored = await self._store.guild_settings(guild_id)
+        stored = await self._store.charges.guild_settings(guild_id)
         return {s.key: stored.get(s.key, s.default) for s in guild_settings.SETTINGS}
 
     def is_moderator(self, who: Requester, settings: GuildSettings) -> bool:
@@ -124,7 +131,9 @@ class Moderation:
     async def change(self, who: Requester, key: str, text: str) -> Change:
         """Set one setting from a moderator's text."""
         await self.require_moderator(who)
-        value = guild_settings.parse(key, text, backends=self._backends)
+        # Parsing compiles and tries blocked patterns: off the event loop.
+        value = await asyncio.to_thread(guild_settings.parse, key, text, backends=self._backends)
+        self._check_channels(who.guild_id, key, value)
         return await self._write(who, key, lambda _current: value)
 
     async def reset(self, who: Requester, key: str) -> Change:
@@ -154,8 +163,9 @@ class Moderation:
         """Add one entry to a list setting (a blocked term or pattern, a banned member)."""
         await self.require_moderator(who)
         check = {"blocked_terms": validate_term, "blocked_patterns": validate_pattern}.get(key)
-        if check is not None and (problem := check(item)):
+        if check is not None and (problem := await asyncio.to_thread(check, item)):
             raise InvalidInput(problem)
+        self._check_channels(who.guild_id, key, [item])
         cap = {"blocked_terms": TERMS_MAX, "blocked_patterns": PATTERNS_MAX}.get(key, 10_000)
 
         def update(current: list[Any]) -> list[Any]:
@@ -166,7 +176,7 @@ class Moderation:
             return [*current, item]
 
         if key == "banned":
-            await self._store.forget_ban_notice(who.guild_id, int(item))
+            await self._store.charges.forget_ban_notice(who.guild_id, int(item))
         return await self._write(who, key, update)
 
     async def remove_from_list(self, who: Requester, key: str, item: Any) -> Change:
@@ -180,9 +190,28 @@ class Moderation:
 
         return await self._write(who, key, update)
 
+    def _check_channels(self, guild_id: int, key: str, value: Any) -> None:
+        """Refuse another server's channel in a channel setting, and an audit channel Easel cannot post in."""
+        kind = guild_settings.BY_KEY[key].kind
+        if self._channels is None or kind not in (Kind.CHANNEL, Kind.CHANNELS) or value is None:
+            return
+        for channel_id in value if isinstance(value, list) else [value]:
+            access = self._channels(guild_id, channel_id)
+            if access is None:
+                raise InvalidInput(
+                    f"<#{channel_id}> is not a channel of this server that Easel can see; "
+                    f"choose one of this server's channels for {key}."
+                )
+            # The one-channel setting is where Easel posts (the audit channel); rules need only the channel.
+            if kind is Kind.CHANNEL and not access:
+                raise InvalidInput(
+                    f"Easel cannot post in <#{channel_id}>: give it View Channel and Send Messages there, "
+                    f"or choose another channel for {key}."
+                )
+
     async def _write(self, who: Requester, key: str, update: Callable[[Any], Any]) -> Change:
         default = guild_settings.BY_KEY[key].default
-        before, after = await self._store.update_guild_setting(
+        before, after = await self._store.charges.update_guild_setting(
             who.guild_id, key, default, update, who.user_id
         )
         self._cache.pop(who.guild_id, None)
@@ -202,7 +231,7 @@ class Moderation:
         settings = await self.settings(who.guild_id)
         refusal = _access_refusal(settings, who)
         if refusal is not None:
-            if who.user_id in settings.banned and not await self._store.first_ban_notice(
+            if who.user_id in settings.banned and not await self._store.charges.first_ban_notice(
                 who.guild_id, who.user_id
             ):
                 raise NotAllowed("Image generation is off for you in this server.")
@@ -227,7 +256,7 @@ class Moderation:
         return requested
 
     async def admit(self, who: Requester, kind: JobKind, backend: str, params: JobParams) -> Admission:
-        """Screen a request's words and price it; the store checks the quota when it writes the job."""
+        """Screen a request's words and price it; the queue checks the quota when it writes the job."""
         settings = await self.screen(who)
         if backend in self._backends and not _allows(settings, backend):
             raise NotAllowed(f"The {backend} backend is turned off in this server.")
@@ -278,14 +307,14 @@ class Moderation:
         now = self._clock()
         windows = quotas.windows(now, settings.quota.timezone)
         limits = quotas.limits_for(settings.quota, who.role_ids)
-        usage = await self._store.member_usage(who.guild_id, who.user_id, windows)
+        usage = await self._store.charges.member_usage(who.guild_id, who.user_id, windows)
         refusal = _access_refusal(settings, who)
         if refusal is None:
-            # The same rule the store applies to a real request: one image on the default backend.
+            # The same rule the queue applies to a real request: one image on the default backend.
             backend = self.backend_for(settings, None, self._backends) if self._backends else ""
             cost = settings.quota.costs.cost_of(JobKind.IMAGINE, 1)
             probe = Admission(limits, cost, 1, 0.0, now, windows, settings.quota.cooldown_s, settings.budget)
-            found = await self._store.refusal(who.guild_id, who.user_id, backend or "", probe)
+            found = await admission.refusal(self._store, who.guild_id, who.user_id, backend or "", probe)
             refusal = found.message if found is not None else None
         return QuotaView(limits, usage, windows, refusal)
 
@@ -298,7 +327,7 @@ class Moderation:
         since = quotas.windows(
             self._clock() - timedelta(days=USAGE_DAYS - 1), settings.quota.timezone
         ).day.start
-        rows = await self._store.charges_since(who.guild_id, since)
+        rows = await self._store.charges.charges_since(who.guild_id, since)
         per_day: Counter[date] = Counter()
         per_member: Counter[int] = Counter()
         per_backend: Counter[str] = Counter()
@@ -332,6 +361,14 @@ class Moderation:
 
     async def _post(self, guild_id: int, channel_id: int, text: str) -> None:
         if self._audit is None:
+            return
+        if self._channels is not None and self._channels(guild_id, channel_id) is None:
+            # Stored before channels were checked, or the channel is gone: never another server's.
+            log.warning(
+                "guild %d: audit channel %d is not one of its channels; the line was not posted",
+                guild_id,
+                channel_id,
+            )
             return
         try:
             await self._audit(guild_id, channel_id, text)

@@ -8,13 +8,15 @@ the matched text: a slur must not be echoed back (issue 4).
 Terms are matched with the standard library's ``re``: Easel builds those expressions itself, they
 do not backtrack, and ``re`` runs them far faster (30 µs against 2 ms with ``regex``, for 500 terms
 on a 1,000-character prompt). Moderators' own patterns run on ``regex``, whose ``timeout=`` bounds
-one that would backtrack.
+one that would backtrack. What no timeout bounds is refused before compiling: recursion, and
+counted repeats that ``regex`` copies out into millions of nodes.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import logging
 import re
 import time
 import unicodedata
@@ -25,6 +27,8 @@ import regex
 
 from bot.errors import InvalidInput
 
+log = logging.getLogger(__name__)
+
 TERM_MAX = 100  # characters in one blocked term
 PATTERN_MAX = 200  # characters in one pattern: long alternations are where slow patterns hide
 TERMS_MAX = 1000
@@ -33,6 +37,11 @@ PATTERNS_MAX = 50
 # in all. Checking runs on the event loop, so a hostile pattern stalls it at most that long.
 PATTERN_TIMEOUT = 0.05
 CHECK_BUDGET = 0.1
+# ``regex`` compiles a group once per count of a counted repeat, with no timeout: "(?:a{1000}){1000}"
+# took 0.75 s and 270 MB to compile, "(?:|a){100000000}" more memory than the machine had. A pattern
+# is refused when its length times the product of all its counts (a bound on the copies, whatever
+# nests in what) passes this; 100,000 nodes compile in about 0.05 s and 40 MB.
+EXPANSION_MAX = 100_000
 
 # Characters nobody sees, dropped after NFKD: category Cf (zero-width space and joiners, word
 # joiner, BOM, soft hyphen, bidi controls, tag characters), every combining mark (accents split off
@@ -202,16 +211,59 @@ def validate_term(term: str) -> str | None:
     return f"This blocked term {parsed}" if isinstance(parsed, str) else None
 
 
-def validate_pattern(pattern: str) -> str | None:
-    """Return why ``pattern`` cannot be a blocked pattern (a message naming what to change), or None."""
+# Recursion ((?R), (?0), (?1), (?-1), (?&name), (?P>name)) nests a new match at every level: "(?R)"
+# on an empty text took seconds and up to 1 GB before a MemoryError. Looked for in the text before
+# compiling, so also where it would be literal ("\(?R") or in a set: rare, and cheaper than parsing.
+_RECURSION = re.compile(r"\(\?(?:R|[+-]?\d|&|P>)")
+# Every {m}, {m,}, {m,n} and {,n}, wherever it is (in a set it is literal: counting it only errs
+# on the safe side). A fuzzy constraint such as {e<=1} is no count.
+_COUNT = re.compile(r"\{(\d*),?(\d*)\}")
+
+
+def _expansion(pattern: str) -> int:
+    """Return a bound on the nodes ``regex`` compiles ``pattern`` into."""
+    bound = len(pattern)
+    for numbers in _COUNT.findall(pattern):
+        bound *= max(1, *(int(n) for n in numbers if n))
+        if bound > EXPANSION_MAX:
+            break  # refused already
+    return bound
+
+
+def _unsafe(pattern: str) -> str | None:
+    """Return why ``pattern`` must not even be compiled (a message naming what to change), or None."""
     if len(pattern) > PATTERN_MAX:
         return f"This pattern is {len(pattern)} characters long; shorten it to {PATTERN_MAX} or fewer."
+    if _RECURSION.search(pattern):
+        return (
+            "This pattern uses recursion ((?R), (?1), (?&name) or (?P>name)), which Easel does not run; "
+            "write it without recursion."
+        )
+    if _expansion(pattern) > EXPANSION_MAX:
+        return (
+            "This pattern repeats too much for Easel to run: its counted repeats ({n}, {m,n}) multiply "
+            "into too many copies; use smaller counts, or + and * instead."
+        )
+    return None
+
+
+def validate_pattern(pattern: str) -> str | None:
+    """Return why ``pattern`` cannot be a blocked pattern (a message naming what to change), or None.
+
+    Compiles and runs the pattern (up to PATTERN_TIMEOUT): call it off the event loop.
+    """
+    problem = _unsafe(pattern)
+    if problem is not None:
+        return problem
     try:
-        compiled = _compile_pattern(pattern)
+        # The same timeout a prompt check gives one pattern.
+        matches_empty = _compile_pattern(pattern).search("", timeout=PATTERN_TIMEOUT) is not None
     except regex.error as exc:
         # str() names the problem and where: "missing ) at position 2".
         return f"This pattern is not a valid regular expression ({exc}); fix it or remove it."
-    if compiled.search("") is not None:
+    except (TimeoutError, MemoryError, RecursionError):
+        return "This pattern is too slow or too complex to check prompts with; simplify it."
+    if matches_empty:
         return (
             "This pattern matches an empty prompt, so it would block everything; make it require some text."
         )
@@ -258,14 +310,19 @@ class ContentRules:
     A term matches whole words of the normalized text, ``*`` at either end letting it match inside a
     longer word, also with separators between its letters. A pattern is searched in the normalized
     text and, when that differs, in it with leetspeak left as typed (so a moderator's ``\\d`` still
-    sees digits). A pattern that runs out of time refuses the prompt: fail closed.
+    sees digits). A pattern that runs out of time refuses the prompt: fail closed. So does a stored
+    pattern that today's checks would refuse: it is never compiled.
     """
 
     terms: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
+    # Rules read back from the store: a pattern refused there would lock the guild out of every
+    # command, unblocking included, so one that fails checks made since it was written is kept
+    # (uncompiled, refusing every prompt) for a moderator to remove.
+    stored: bool = field(default=False, repr=False, compare=False)
     _parsed: tuple[_Term, ...] = field(init=False, repr=False, compare=False)
     _terms: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _compiled: tuple[regex.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _compiled: tuple[regex.Pattern[str] | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.terms) > TERMS_MAX:
@@ -278,14 +335,21 @@ class ContentRules:
             if isinstance(result, str):
                 raise InvalidInput(f"Blocked term {i} {result}")
             parsed.append(result)
+        compiled: list[regex.Pattern[str] | None] = []
         for i, pattern in enumerate(self.patterns, 1):
-            problem = validate_pattern(pattern)
-            if problem is not None:
+            # Stored patterns were compiled and tried when written; not again on every load.
+            problem = _unsafe(pattern) if self.stored else validate_pattern(pattern)
+            if problem is None:
+                compiled.append(_compile_pattern(pattern))
+            elif self.stored:
+                log.warning("stored blocked pattern %d refuses every prompt until removed: %s", i, problem)
+                compiled.append(None)
+            else:
                 raise InvalidInput(f"Blocked pattern {i}: {problem}")
         # Frozen, so set once here; compiling 500 terms takes about 90 ms, hence the memo too.
         object.__setattr__(self, "_parsed", tuple(parsed))
         object.__setattr__(self, "_terms", _terms_regex(self._parsed))
-        object.__setattr__(self, "_compiled", tuple(_compile_pattern(p) for p in self.patterns))
+        object.__setattr__(self, "_compiled", tuple(compiled))
 
     def check(self, prompt: str, negative: str = "") -> Verdict | None:
         """Return why the prompt or the negative prompt is refused, or None when both are allowed."""
@@ -320,6 +384,8 @@ class ContentRules:
         if plain != folded:
             variants.append(plain)
         for i, compiled in enumerate(self._compiled):
+            if compiled is None:
+                return Verdict(RuleKind.PATTERN, i, self.patterns[i], name, timed_out=True)
             for variant in variants:
                 timeout = min(PATTERN_TIMEOUT, deadline - time.monotonic())
                 try:

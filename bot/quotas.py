@@ -574,7 +574,7 @@ def _is_snapshot(model: str) -> bool:
 
 @dataclass(frozen=True)
 class Admission:
-    """What accepting one job asks of its member's quota and its guild's budget; the store checks it atomically."""
+    """What accepting one job asks of its member's quota and its guild's budget; the queue checks it atomically."""
 
     limits: Limits
     cost: int

@@ -6,18 +6,18 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import replace
 
-from bot import images
 from bot.delivery import Delivery
 from bot.errors import RenderFailed
 from bot.files import ImageFiles
 from bot.jobs import Job, JobStatus
+from bot.lifecycle import JobLifecycle
 from bot.moderation import Moderation
-from bot.queue import JobQueue
 from bot.renderers.base import (
     BatchRenderer,
-    Capabilities,
     Operation,
     ProgressCallback,
     Renderer,
@@ -29,9 +29,12 @@ from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
-# Status messages of jobs further back than this are refreshed less eagerly: a queue of
-# hundreds would otherwise spend Discord's rate limit on edits nobody is watching.
+# Places in line are refreshed once a tick: those of the jobs next in line every tick, the rest
+# a slice at a time, and at most POSITION_EDITS_PER_TICK edits, nearest first. A queue of
+# thousands would otherwise spend Discord's rate limit (and Easel's CPU) on edits nobody watches.
 POSITION_EDITS_PER_TICK = 25
+POSITION_FRONT = 50
+POSITION_CHECKS_PER_TICK = 200
 FLAGGED = (
     "The safety checker flagged this image, so Easel only posts it in age-restricted channels. "
     "Try a different prompt, or ask in an age-restricted channel."
@@ -47,7 +50,7 @@ class Worker:
 
     def __init__(
         self,
-        queue: JobQueue,
+        lifecycle: JobLifecycle,
         store: Store,
         files: ImageFiles,
         renderers: Mapping[str, Renderer],
@@ -59,7 +62,7 @@ class Worker:
         moderation: Moderation | None = None,
     ) -> None:
         self._moderation = moderation
-        self._queue = queue
+        self._lifecycle = lifecycle
         self._store = store
         self._files = files
         self._renderers = renderers
@@ -71,19 +74,28 @@ class Worker:
         self._renders = TaskGroup("render")
         self._running: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self._busy: set[int] = set()
-        self._shown: dict[int, int] = {}
+        self._shown: dict[int, int | None] = {}  # job id -> place its message shows (None: unknown)
+        self._rotation: deque[int] = deque()  # shown jobs not yet checked this round
         self._delivery_failures: dict[int, int] = {}
 
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
-        await self._store.requeue_interrupted()
-        for job in await self._store.jobs_with_status(JobStatus.QUEUED):
-            if job.backend not in self._renderers:
-                # Its backend was removed from the config or failed to load: say so, don't strand it.
-                await self._store.mark_failed(
-                    job.id, f"The `{job.backend}` backend is not available any more. Please ask again."
+        pending = await self._lifecycle.recover()
+        for backend in self._lifecycle.backends():
+            if backend in self._renderers:
+                continue
+            # Its backend was removed from the config or failed to load: say so, don't strand it.
+            for job_id in self._lifecycle.front(backend, self._lifecycle.waiting(backend)):
+                pending.append(
+                    await self._lifecycle.fail(
+                        job_id, f"The `{backend}` backend is not available any more. Please ask again."
+                    )
                 )
-        pending = await self._store.undelivered()
+        for backend in self._lifecycle.backends():
+            # Messages from before the restart show places that are stale now.
+            self._shown.update(
+                dict.fromkeys(self._lifecycle.front(backend, self._lifecycle.waiting(backend)))
+            )
         for job in pending:
             self._tasks.spawn(self._finish(job), name=f"recover-{job.id}")
         for backend in self._renderers:
@@ -94,6 +106,11 @@ class Worker:
     async def stop(self) -> None:
         """Stop taking work, give running renders a bounded time, and leave the rest for the next start."""
         await self._tasks.cancel_all()
+        for backend, task in set(self._running.values()):
+            # An interruptible render (the local GPU) is stopped at once rather than waited for: its
+            # jobs stay running, so the next start renders them again, and a restart takes seconds.
+            if self._renderers[backend].capabilities.cancellable:
+                task.cancel()
         if self._renders.pending:
             log.info("waiting up to %.0fs for %d render(s)", self._stop_timeout_s, len(self._renders.pending))
             await self._renders.wait(self._stop_timeout_s)
@@ -114,27 +131,23 @@ class Worker:
 
     async def announce(self, job: Job) -> None:
         """Show a newly queued job its place in line."""
-        positions = await self._queue.positions(job.backend)
-        if job.id in positions:
-            await self._delivery.show_position(job, positions[job.id], len(positions))
-            self._shown[job.id] = positions[job.id]
+        place = self._lifecycle.place(job.id)
+        if place is not None:
+            await self._delivery.show_position(job, *place)
+            self._shown[job.id] = place[0]
 
     async def _slot_loop(self, backend: str) -> None:
         renderer = self._renderers[backend]
-        joins = None
-        if isinstance(renderer, BatchRenderer) and renderer.capabilities.max_batch > 1:
-            joins = functools.partial(may_join, renderer.capabilities)
+        caps = renderer.capabilities
+        if not isinstance(renderer, BatchRenderer):
+            caps = replace(caps, max_batch=1)
         slots = asyncio.Semaphore(self._concurrency.get(backend, 1))
         while True:
             await slots.acquire()
-            if joins is not None:
-                jobs = await self._queue.claim_batch(backend, joins)
-            else:
-                job = await self._queue.claim(backend)
-                jobs = [job] if job else []
+            jobs = await self._lifecycle.claim(backend, caps)
             if not jobs:
                 slots.release()
-                await self._queue.wait(backend)
+                await self._lifecycle.wait(backend)
                 continue
             ids = [job.id for job in jobs]
             if len(ids) > 1:
@@ -171,7 +184,7 @@ class Worker:
                     outcomes = [exc]
         except asyncio.CancelledError:
             for job in jobs:
-                current = await asyncio.shield(self._store.get(job.id))
+                current = await asyncio.shield(self._store.jobs.get(job.id))
                 if current.cancel_requested:
                     await asyncio.shield(self._end(job, None))
             raise
@@ -197,9 +210,7 @@ class Worker:
                 await self._end(job, refusal)
                 return
         try:
-            ext = images.sniff_extension(outcome.images[0])
-            paths = await self._files.save_results(job.id, outcome.images, ext)
-            job = await self._store.mark_rendered(job.id, paths, outcome.made_by, outcome.usage)
+            job = await self._lifecycle.complete(job, outcome)
         except Exception:
             error_id = uuid.uuid4().hex[:8]
             log.exception("job %d: could not store the result (error %s)", job.id, error_id)
@@ -216,9 +227,9 @@ class Worker:
     async def _end(self, job: Job, error: str | None) -> None:
         """End a job as failed with ``error``, or as cancelled when ``error`` is None."""
         if error is None:
-            job = await self._store.mark_cancelled(job.id)
+            job = await self._lifecycle.stopped(job.id)
         else:
-            job = await self._store.mark_failed(job.id, error)
+            job = await self._lifecycle.fail(job.id, error)
         await self._finish(job)
 
     async def _finish(self, job: Job) -> None:
@@ -227,10 +238,7 @@ class Worker:
         try:
             if job.status is JobStatus.RENDERED:
                 await self._delivery.deliver(job)
-            elif job.status is JobStatus.CANCELLED:
-                await self._files.remove_job(job.id)
-                await self._delivery.notify_ended(job)
-            elif job.status is JobStatus.FAILED:
+            elif job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
                 await self._delivery.notify_ended(job)
         except Exception:
             failures = self._delivery_failures.get(job.id, 0) + 1
@@ -251,7 +259,7 @@ class Worker:
             if job.source_path:
                 source = await self._files.read(job.source_path)
             elif job.parent_id is not None:
-                parent = await self._store.get(job.parent_id)
+                parent = await self._store.jobs.get(job.parent_id)
                 source = await self._files.read(parent.images[(job.parent_index or 1) - 1])
         p = job.params
         return RenderRequest(
@@ -279,37 +287,27 @@ class Worker:
             await asyncio.sleep(self._tick_s)
 
     async def _refresh_positions(self) -> None:
-        queued = await self._store.jobs_with_status(JobStatus.QUEUED)
-        by_id = {job.id: job for job in queued}
-        edits: list[tuple[int, Job, int, int]] = []
-        for backend in {job.backend for job in queued}:
-            positions = await self._queue.positions(backend)
-            for job_id, place in positions.items():
-                if self._shown.get(job_id) != place and job_id in by_id:
-                    edits.append((place, by_id[job_id], place, len(positions)))
-        self._shown = {k: v for k, v in self._shown.items() if k in by_id}
-        for _, job, place, total in sorted(edits, key=lambda e: e[0])[:POSITION_EDITS_PER_TICK]:
-            await self._delivery.show_position(job, place, total)
-            self._shown[job.id] = place
+        """Edit the places in line that changed: the front of each line, then a slice of the rest."""
+        lines = self._lifecycle.backends()
+        front = [job_id for backend in lines for job_id in self._lifecycle.front(backend, POSITION_FRONT)]
+        if not self._rotation:
+            self._rotation.extend(self._shown)
+        rest = [self._rotation.popleft() for _ in range(min(POSITION_CHECKS_PER_TICK, len(self._rotation)))]
+        edits: list[tuple[int, int, int]] = []
+        for job_id in {*front, *rest}:
+            if job_id not in self._shown:
+                continue
+            now = self._lifecycle.place(job_id)
+            if now is None:
+                del self._shown[job_id]
+            elif self._shown[job_id] != now[0]:
+                edits.append((*now, job_id))
+        for place, total, job_id in sorted(edits)[:POSITION_EDITS_PER_TICK]:
+            await self._delivery.show_position(await self._store.jobs.get(job_id), place, total)
+            self._shown[job_id] = place
 
     async def _sweep(self) -> None:
         """Retry deliveries that failed earlier (Discord was down, a 5xx outlasted discord.py's retries)."""
-        for job in await self._store.undelivered():
+        for job in await self._lifecycle.undelivered():
             if job.id not in self._busy:
                 await self._finish(job)
-
-
-def batch_key(job: Job) -> tuple[object, ...]:
-    """What jobs must share to go into one pipeline call (model, steps and scheduler are the backend's)."""
-    p = job.params
-    operation = job.kind.operation
-    return (operation, p.width, p.height, p.strength if operation is Operation.VARY else None)
-
-
-def may_join(caps: Capabilities, taken: Sequence[Job], job: Job) -> bool:
-    """Whether ``job`` may join the batch ``taken`` (offered in fair order; see Store.claim)."""
-    first = taken[0]
-    if first.kind.operation is Operation.UPSCALE or batch_key(job) != batch_key(first):
-        return False
-    room = caps.batch_limit(first.params.width, first.params.height)
-    return sum(j.params.count for j in taken) + job.params.count <= room

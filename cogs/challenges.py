@@ -6,15 +6,25 @@ permissions per top-level command), so the service checks the moderator on every
 
 from __future__ import annotations
 
+import contextlib
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import EaselBot, reply, report_error, requester
+from bot.app import EaselBot, reply, report_error, requester, within_rate_limit
 from bot.buttons import Action, ButtonRef, withdraw_view
-from bot.challenges import ENTRIES_PER_MEMBER_MAX, THEME_MAX, VOTES_PER_MEMBER_MAX, VoteAction
+from bot.challenges import (
+    ENTRIES_PER_MEMBER_MAX,
+    THEME_MAX,
+    VOTES_PER_MEMBER_MAX,
+    VoteAction,
+    parse_message_link,
+)
 from bot.contests import ChallengeService
 from bot.delivery import NO_MENTIONS
+from bot.errors import NotFound
+from bot.generation import Generation
 
 DURATION_HELP = "How long, e.g. 90m, 2h, 3d or 1w"
 LEADERBOARD_ROWS = 15
@@ -25,6 +35,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
 
     def __init__(self, bot: EaselBot) -> None:
         self.contests: ChallengeService = bot.services.contests
+        self.generation: Generation = bot.services.generation
         super().__init__()
 
     @app_commands.command(name="start", description="Start a challenge (moderators).")
@@ -77,7 +88,11 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
     async def submit(
         self, interaction: discord.Interaction[EaselBot], link: str, image: app_commands.Range[int, 1, 4] = 1
     ) -> None:
-        entry = await self.contests.submit_link(requester(interaction), link, image)
+        who = requester(interaction)
+        with contextlib.suppress(NotFound):  # answered by the challenge's own rules just below
+            # An entry re-posts the image in the gallery: the rule of /show and the buttons applies.
+            await self.generation.usable_message(who, parse_message_link(link)[2])
+        entry = await self.contests.submit_link(who, link, image)
         await self._entered(interaction, entry.id)
 
     @app_commands.command(
@@ -144,9 +159,13 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
         if ref is None or not ref.action.for_challenges:
             return
         try:
+            if not await within_rate_limit(interaction):
+                return
             who = requester(interaction)
             if ref.action is Action.SUBMIT:
                 assert interaction.channel_id is not None
+                with contextlib.suppress(NotFound):  # a result not made here: the challenge answers
+                    await self.generation.usable(who, ref.target)
                 entry = await self.contests.submit(who, interaction.channel_id, ref.target)
                 await self._entered(interaction, entry.id)
             elif ref.action is Action.VOTE:

@@ -13,7 +13,7 @@ from bot import images
 from bot.app import EaselBot, defer_public, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
-from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX
+from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX, Hidden
 
 ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
 IMAGINE_OPTIONS = {
@@ -25,6 +25,17 @@ IMAGINE_OPTIONS = {
     "quality": "Render quality (default: the backend's)",
 }
 QUALITY_CHOICES = [app_commands.Choice(name=q, value=q) for q in ("auto", "low", "medium", "high")]
+# The content types Discord declares for the uploads /variation accepts (checked again by content).
+UPLOAD_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+# Why a member's own result is shown to them alone (a private /show says so above the image).
+PRIVATE_NOTES = {
+    Hidden.UNSEEN: "Only you can see this: it was made in a channel you cannot see now.",
+    Hidden.DELETED: "Only you can see this: the result was deleted, so it cannot be posted again.",
+    Hidden.FLAGGED: (
+        "Only you can see this: the safety checker flagged it, so it can only be posted in "
+        "age-restricted channels."
+    ),
+}
 
 
 class _Generate(commands.Cog):
@@ -76,39 +87,58 @@ class _Generate(commands.Cog):
         count: app_commands.Range[int, 1, 4] | None = None,
     ) -> None:
         limits = self.services.settings.images
+        # What the interaction payload declares is checked before anything is downloaded; the
+        # file itself is checked by its content once the request passed every other check.
         if image.size > limits.max_upload_bytes:
-            # Refused before downloading: the attachment metadata already tells the size.
             raise InvalidInput(
                 f"That file is {image.size / 1048576:.1f} MB; upload an image of at most {limits.max_upload_mb:g} MB."
             )
+        if (image.content_type or "").split(";")[0].strip().lower() not in UPLOAD_TYPES:
+            raise InvalidInput("That file is not an image. Upload a PNG, JPEG, WebP or GIF image.")
+        if image.width and image.height and image.width * image.height > limits.max_input_pixels:
+            raise InvalidInput(
+                f"That image is {image.width}×{image.height} pixels; upload one of at most "
+                f"{limits.max_input_pixels:,} pixels."
+            )
         message_id = await defer_public(interaction)
-        data = await image.read()
-        source = await asyncio.to_thread(
-            images.validate_upload,
-            data,
-            max_bytes=limits.max_upload_bytes,
-            max_pixels=limits.max_input_pixels,
-        )
+
+        async def upload() -> images.SourceImage:
+            data = await image.read()
+            return await asyncio.to_thread(
+                images.validate_upload,
+                data,
+                max_bytes=limits.max_upload_bytes,
+                max_pixels=limits.max_input_pixels,
+            )
+
         job = await self.services.generation.variation(
-            requester(interaction, message_id),
-            source.png,
-            (source.width, source.height),
-            prompt=prompt or "",
-            strength=strength,
-            count=count,
+            requester(interaction, message_id), upload, prompt=prompt or "", strength=strength, count=count
         )
         await self.services.worker.announce(job)
 
-    @app_commands.command(description="Post a job's result again, with working buttons.")
+    @app_commands.command(
+        description="Post a result again, with working buttons (or see your own privately)."
+    )
     @app_commands.guild_only()
-    @app_commands.describe(job="The job id from a result's footer")
-    async def show(self, interaction: discord.Interaction[EaselBot], job: app_commands.Range[int, 1]) -> None:
-        who = requester(interaction)
-        found = await self.services.generation.showable(who, job)
-        await interaction.response.defer(thinking=True)
-        result = await self.services.delivery.result_message(found)
+    @app_commands.describe(
+        job="The id after /show job: in a result's footer (or the number of a job of yours)",
+        private="Show it only to you, without buttons",
+    )
+    async def show(
+        self,
+        interaction: discord.Interaction[EaselBot],
+        job: app_commands.Range[str, 1, 32],
+        private: bool = False,
+    ) -> None:
+        shown = await self.services.generation.show(requester(interaction), job, private=private)
+        await interaction.response.defer(thinking=True, ephemeral=shown.private)
+        result = await self.services.delivery.result_message(shown.job)
         await interaction.edit_original_response(
-            embed=result.embed, attachments=[result.file()], view=result.view, allowed_mentions=NO_MENTIONS
+            content=PRIVATE_NOTES[shown.hidden] if shown.hidden else None,
+            embed=result.embed,
+            attachments=[result.file()],
+            view=None if shown.private else result.view,
+            allowed_mentions=NO_MENTIONS,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.app import EaselBot, defer_public, reply, report_error, requester
+from bot.app import EaselBot, defer_public, reply, report_error, requester, within_rate_limit
 from bot.buttons import STALE, Action, ButtonRef
 from bot.delivery import NO_MENTIONS
 from bot.jobs import JobStatus
@@ -26,6 +26,8 @@ class Results(commands.Cog):
         try:
             if ref is not None and ref.action.for_challenges:
                 return  # the challenges cog answers these
+            if not await within_rate_limit(interaction):
+                return
             if ref is None:
                 await reply(interaction, STALE)
             elif ref.action is Action.DELETE:
@@ -39,8 +41,8 @@ class Results(commands.Cog):
 
     async def _new_job(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
         gen = self.services.generation
-        # Check the job before acknowledging publicly, so a stale button gets a private answer only.
-        await gen.showable(requester(interaction), ref.target)
+        # Check the job before acknowledging publicly, so a refusal gets a private answer only.
+        await gen.usable(requester(interaction), ref.target)
         who = requester(interaction, await defer_public(interaction))
         if ref.action is Action.PICK:
             assert ref.index is not None
@@ -57,7 +59,8 @@ class Results(commands.Cog):
         await self.services.worker.announce(job)
 
     async def _delete(self, interaction: discord.Interaction[EaselBot], ref: ButtonRef) -> None:
-        await self.services.generation.deletable(requester(interaction), ref.target)
+        # Recorded before the message goes: no copy can be shown again even if deleting it fails.
+        await self.services.generation.delete(requester(interaction), ref.target)
         await interaction.response.defer()
         if interaction.message is not None:
             await interaction.message.delete()

@@ -1,12 +1,13 @@
 """/settings: moderators set Easel up for their server (who generates what, where, how much, at what cost).
 
 Every subcommand is hidden from members by default permissions, and the moderation service checks
-Manage Server or the server's moderator role again on every call; so does the autocomplete that
-shows the blocked lists.
+Manage Server or the server's moderator role again on every call; so does every autocomplete that
+shows settings' values, before it does any work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import re
@@ -24,6 +25,7 @@ from bot.app import EaselBot, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.guild_settings import Kind
+from bot.jobs import Requester
 from bot.moderation import Change, Moderation
 from bot.policy import PATTERN_MAX, TERM_MAX
 
@@ -153,16 +155,16 @@ class Settings(commands.Cog):
 
     @set_.autocomplete("value")
     async def values(self, interaction: discord.Interaction[EaselBot], current: str) -> list[Choice[str]]:
-        """Offer valid values for the key chosen so far: choices, backends, on/off, time zones…"""
+        """Offer moderators valid values for the key chosen so far: choices, backends, on/off, time zones…"""
         setting = guild_settings.BY_KEY.get(str(getattr(interaction.namespace, "key", "") or ""))
-        if setting is None:
+        if setting is None or not await self._is_moderator(requester(interaction)):
             return []
         typed = current.strip()
         candidates = [typed] if typed and len(typed) <= CHOICE_MAX else []
         candidates += _suggestions(setting, typed, self.moderation.backends)
-        backends = self.moderation.backends
-        valid = (c for c in dict.fromkeys(candidates) if _parses(setting.key, c, backends))
-        return [Choice(name=c, value=c) for c in itertools.islice(valid, MAX_CHOICES)]
+        # Validating what was typed may compile and run a blocked pattern: off the event loop.
+        valid = await asyncio.to_thread(_valid, setting.key, candidates, self.moderation.backends)
+        return [Choice(name=c, value=c) for c in valid]
 
     # -- lists with commands of their own --------------------------------------------------------------
 
@@ -249,6 +251,8 @@ class Settings(commands.Cog):
         self, interaction: discord.Interaction[EaselBot], channel: Channel, rule: Choice[str]
     ) -> None:
         who = requester(interaction)
+        # Before reading the rule: "No change" would tell a member the channel's rule.
+        await self.moderation.require_moderator(who)
         stored = await self.moderation.stored(who.guild_id)
         keep = {"allow": "allowed_channels", "deny": "denied_channels"}.get(rule.value)
         changes = []
@@ -302,12 +306,15 @@ class Settings(commands.Cog):
             change = await self.moderation.remove_from_list(who, "exempt_roles", role.id)
         await _done(interaction, change)
 
+    async def _is_moderator(self, who: Requester) -> bool:
+        return self.moderation.is_moderator(who, await self.moderation.settings(who.guild_id))
+
     async def _list_choices(
         self, interaction: discord.Interaction[EaselBot], key: str, current: str
     ) -> list[Choice[str]]:
         who = requester(interaction)
         # The lists may hold slurs: only moderators are shown them, even if a stale client offers the command.
-        if not self.moderation.is_moderator(who, await self.moderation.settings(who.guild_id)):
+        if not await self._is_moderator(who):
             return []
         wanted = current.casefold()
         choices = []
@@ -385,6 +392,12 @@ def _suggestions(setting: guild_settings.Setting, typed: str, backends: tuple[st
 def _time_zones() -> tuple[str, ...]:
     # available_timezones() walks the tz database on disk each call (~10 ms): once per process.
     return tuple(sorted(zoneinfo.available_timezones()))
+
+
+def _valid(key: str, candidates: list[str], backends: tuple[str, ...]) -> list[str]:
+    """The first MAX_CHOICES distinct candidates that parse as values of ``key``."""
+    valid = (c for c in dict.fromkeys(candidates) if _parses(key, c, backends))
+    return list(itertools.islice(valid, MAX_CHOICES))
 
 
 def _parses(key: str, text: str, backends: tuple[str, ...]) -> bool:

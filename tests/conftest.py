@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import QueueSettings
 from bot.files import ImageFiles
-from bot.queue import SqliteJobQueue
+from bot.lifecycle import LocalLifecycle
 from bot.store import Store
 
 # Tests never reach a model hub.
@@ -31,9 +31,9 @@ def files(tmp_path: Path) -> ImageFiles:
 
 
 @pytest.fixture
-def queue(store: Store, files: ImageFiles) -> SqliteJobQueue:
+def queue(store: Store, files: ImageFiles) -> LocalLifecycle:
     """The embedded fair queue with generous limits."""
-    return SqliteJobQueue(store, files, QueueSettings(max_per_member=100, max_per_guild=100, max_total=1000))
+    return LocalLifecycle(store, files, QueueSettings(max_per_member=100, max_per_guild=100, max_total=1000))
 
 
 @pytest.fixture(scope="session")

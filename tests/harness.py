@@ -41,6 +41,9 @@ def settings_for(
         },
         "storage": {"path": str(data_dir / "easel.sqlite3")},
         "queue": {"position_update_s": 1.0},
+        # Tests act far faster than members: the per-member rate limit stays out of their way
+        # unless a test sets [limits] itself.
+        "limits": {"burst": 100, "refill_s": 0.1},
     }
     if openai_server is not None:
         raw["openai"] = {

@@ -83,10 +83,10 @@ def service(store: Store, board: Board, clock: Clock) -> ChallengeService:
 
 
 async def posted_result(store: Store, user: int) -> Job:
-    job = await store.enqueue(new_job(GUILD, user), max_per_member=9, max_per_guild=99, max_total=99)
-    await store.claim("test")
-    await store.mark_rendered(job.id, ("a.png",), "test", None)
-    return await store.mark_posted(job.id, 5000 + job.id, CHANNEL)
+    job = await store.jobs.add_queued(new_job(GUILD, user))
+    await store.jobs.start("test", [job.id], [])
+    await store.jobs.mark_rendered(job.id, ("a.png",), "test", None)
+    return await store.jobs.mark_posted(job.id, 5000 + job.id, CHANNEL)
 
 
 async def test_a_whole_challenge_runs_on_its_deadlines(store: Store, board: Board, clock: Clock) -> None:
@@ -102,7 +102,7 @@ async def test_a_whole_challenge_runs_on_its_deadlines(store: Store, board: Boar
     ]
     clock.move(hours=2)
     await contests.process_due()
-    assert (await store.challenge(challenge.id, GUILD)).phase is Phase.VOTING
+    assert (await store.challenges.get(challenge.id)).phase is Phase.VOTING
     assert [p for p in board.posts if p[0] == "entry"] == [("entry", challenge.id, e.id) for e in entries]
 
     assert await contests.vote(who(CAROL), entries[1].id) is VoteAction.ADD
@@ -111,7 +111,7 @@ async def test_a_whole_challenge_runs_on_its_deadlines(store: Store, board: Boar
     await contests.process_due()
     assert board.results == [[(BOB, 2), (ALICE, 0)]]
     assert board.updates[-1][:2] == (challenge.id, Phase.FINISHED)  # the announcement says it ended
-    assert (await store.challenge(challenge.id, GUILD)).phase is Phase.FINISHED
+    assert (await store.challenges.get(challenge.id)).phase is Phase.FINISHED
     season, standings = await contests.leaderboard(who(ALICE))
     assert season == 1
     assert [(s.user_id, s.points) for s in standings] == [(BOB, 10), (ALICE, 1)]
@@ -144,7 +144,7 @@ async def test_a_restart_in_each_phase_posts_everything_once(
     # Down through both deadlines: voting was missed entirely, so no gallery is posted late.
     assert kinds.count("entry") == (0 if phase == "submissions" else 1)
     assert kinds.count("results") == 1
-    assert (await store.challenge(challenge.id, GUILD)).phase is Phase.FINISHED
+    assert (await store.challenges.get(challenge.id)).phase is Phase.FINISHED
     _, standings = await again.leaderboard(who(ALICE))
     assert [(s.user_id, s.points) for s in standings] == [(ALICE, 10 if phase == "results" else 1)]
 
@@ -159,7 +159,7 @@ async def test_a_deadline_missed_while_down_is_processed_once_on_start(
     await contests.process_due()
     await contests.process_due()
     assert [kind for kind, _, _ in board.posts] == ["announce", "entry"]
-    assert (await store.challenge(challenge.id, GUILD)).phase is Phase.VOTING
+    assert (await store.challenges.get(challenge.id)).phase is Phase.VOTING
 
 
 async def test_an_extension_moves_the_deadline_and_a_cancel_posts_no_results(
@@ -173,7 +173,7 @@ async def test_an_extension_moves_the_deadline_and_a_cancel_posts_no_results(
     assert board.updates == [(challenge.id, Phase.SUBMISSIONS, challenge.submit_until + timedelta(hours=2))]
     clock.move(hours=1, minutes=30)
     await contests.process_due()
-    assert (await store.challenge(challenge.id, GUILD)).phase is Phase.SUBMISSIONS
+    assert (await store.challenges.get(challenge.id)).phase is Phase.SUBMISSIONS
     await contests.cancel(who(MOD, mod=True), challenge.id)
     assert board.updates[-1][:2] == (challenge.id, Phase.CANCELLED)
     clock.move(days=1)

@@ -38,13 +38,10 @@ async def easel(tmp_path: Path) -> AsyncIterator[Harness]:
 
 async def running_without_interaction(store: Store) -> Job:
     """Write ALICE's job in channel A as a crash leaves it: rendering, its interaction long gone."""
-    job = await store.enqueue(
-        replace(new_job(guild=GUILD_A, user=ALICE, backend="openai"), channel_id=CHANNEL_A, interaction=None),
-        max_per_member=5,
-        max_per_guild=5,
-        max_total=5,
+    job = await store.jobs.add_queued(
+        replace(new_job(guild=GUILD_A, user=ALICE, backend="openai"), channel_id=CHANNEL_A, interaction=None)
     )
-    await store.claim("openai")
+    await store.jobs.start("openai", [job.id], [])
     return job
 
 
@@ -278,7 +275,9 @@ async def test_every_job_transition_is_one_log_line_with_the_job_id(
     job_id = int(result.embeds[0]["footer"]["text"].split("#")[1].split()[0])
     await easel.discord.wait_for(lambda: f"job {job_id} -> posted" in caplog.text)
     lines = [
-        r.getMessage() for r in caplog.records if r.name == "bot.store" and f"job {job_id} " in r.getMessage()
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bot.store.jobs" and f"job {job_id} " in r.getMessage()
     ]
     assert [line.split(" (")[0] for line in lines] == [
         f"job {job_id} -> {state}" for state in ("queued", "running", "rendered", "posted")
@@ -296,7 +295,7 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
         async with Store.open(settings.storage.path) as store:
             job = await running_without_interaction(store)
             paths = await ImageFiles(settings.storage.images_dir).save_results(job.id, (png(),), "png")
-            await store.mark_rendered(job.id, paths, "OpenAI gpt-image-1-mini", None)
+            await store.jobs.mark_rendered(job.id, paths, "OpenAI gpt-image-1-mini", None)
 
         await easel.start_bot()
         await easel.discord.wait_for(lambda: bool(easel.discord.channel_messages(job.channel_id)))
@@ -359,7 +358,7 @@ async def test_a_result_that_cannot_be_posted_ends_with_a_message_instead_of_ret
         async with Store.open(easel.settings.storage.path) as store:
             job = await running_without_interaction(store)
             # The image file was lost (a disk cleaned by hand): delivery can never succeed.
-            await store.mark_rendered(job.id, ("jobs/404/1.png",), "OpenAI gpt-image-1-mini", None)
+            await store.jobs.mark_rendered(job.id, ("jobs/404/1.png",), "OpenAI gpt-image-1-mini", None)
         await easel.start_bot()
         await easel.discord.wait_for(lambda: bool(easel.discord.channel_messages(CHANNEL_A)), timeout=20)
         [notice] = easel.discord.channel_messages(CHANNEL_A)

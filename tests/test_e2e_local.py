@@ -154,11 +154,8 @@ async def test_a_model_that_fails_to_load_leaves_the_other_backends_serving(
     missing = tmp_path / "no-such-model"
     async with Store.open(tmp_path / "easel.sqlite3") as store:
         # A job accepted for the local backend before this restart.
-        await store.enqueue(
-            replace(new_job(GUILD_A, ALICE, backend="local", interaction=_expired()), channel_id=CHANNEL_A),
-            max_per_member=3,
-            max_per_guild=20,
-            max_total=500,
+        await store.jobs.add_queued(
+            replace(new_job(GUILD_A, ALICE, backend="local", interaction=_expired()), channel_id=CHANNEL_A)
         )
     async with running(tmp_path, local={"model": str(missing)}) as easel:
         assert f"local.model {str(missing)!r} could not be loaded" in caplog.text
@@ -218,7 +215,7 @@ async def test_status_shows_moderators_the_model_device_and_queue(tmp_path: Path
         embed = asked.callback.data["embeds"][0]  # type: ignore[union-attr]
         text = str(embed)
         assert asked.ephemeral
-        for shown in (str(tiny_model), "StableDiffusionPipeline", "cpu", "GPU memory", "waiting"):
+        for shown in (tiny_model.name, "StableDiffusionPipeline", "cpu", "GPU memory", "waiting"):
             assert shown in text
         assert [f["name"] for f in embed["fields"]] == ["`local`", "`openai`", "`lanczos`"]
 

@@ -11,6 +11,7 @@ from bot import guild_settings
 from bot.config import DEFAULT_PRICES
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
 from bot.jobs import JobKind, JobParams, Requester
+from bot.lifecycle import LocalLifecycle
 from bot.moderation import Moderation
 from bot.quotas import Admission, PriceTable
 from bot.store import Store
@@ -189,7 +190,7 @@ async def test_admission_prices_the_job_by_role_cost_and_model(moderation: Moder
 
 
 async def test_usage_report_counts_posted_and_pending_images_per_day_and_member(
-    store: Store, moderation: Moderation
+    queue: LocalLifecycle, moderation: Moderation
 ) -> None:
     limits = (await moderation.admit(who(), JobKind.IMAGINE, "openai", params())).limits
     for day, user, count in ((0, MEMBER, 2), (0, MOD, 1), (3, MEMBER, 4)):
@@ -202,13 +203,7 @@ async def test_usage_report_counts_posted_and_pending_images_per_day_and_member(
             at,
             (await moderation.admit(who(), JobKind.IMAGINE, "openai", params())).windows,
         )
-        await store.enqueue(
-            new_job(GUILD, user, count=count),
-            max_per_member=9,
-            max_per_guild=9,
-            max_total=9,
-            admission=admission,
-        )
+        await queue.submit(new_job(GUILD, user, count=count), admission)
     with pytest.raises(NotAllowed):
         await moderation.usage_report(who())
     report = await moderation.usage_report(who(MOD, mod=True))
@@ -241,7 +236,7 @@ async def test_quota_view_explains_a_cooldown_without_using_the_ban_notice(
     moderation: Moderation, store: Store
 ) -> None:
     await moderation.change(who(MOD, mod=True), "cooldown_seconds", "600")
-    await store.enqueue(new_job(GUILD, MEMBER), max_per_member=9, max_per_guild=9, max_total=9)
+    await store.jobs.add_queued(new_job(GUILD, MEMBER))
     view = await moderation.quota_view(who())
     assert view.refusal is not None
     assert "wait" in view.refusal

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from bot import images
@@ -120,7 +121,7 @@ class LocalRenderer:
         if self._busy_since is not None:
             busy = f"rendering for {time.monotonic() - self._busy_since:.0f}s"
         return (
-            ("Model", f"{self._settings.model} ({engine.pipeline_name})"),
+            ("Model", f"{_model_name(self._settings.model)} ({engine.pipeline_name})"),
             ("Device", f"{engine.device} · {str(engine.dtype).removeprefix('torch.')}"),
             ("GPU memory", engine.memory()),
             ("Steps · guidance", f"{engine.steps} · {engine.guidance:g}"),
@@ -246,6 +247,15 @@ def _load_engine(settings: LocalSettings) -> Engine:
 
 def _encode(pictures: Sequence[Image.Image]) -> tuple[bytes, ...]:
     return tuple(images.encode_png(picture) for picture in pictures)
+
+
+def _model_name(model: str) -> str:
+    """The model as /status shows it: a Hugging Face id as is, a local path by its last part only.
+
+    Every Manage Server member of every server reads /status: the operator's folders are not theirs.
+    """
+    path = PurePath(model)
+    return path.name if path.is_absolute() else model
 
 
 def _prompt(request: RenderRequest) -> str:

@@ -2,7 +2,7 @@
 
 Every OpenAI error is mapped into the Easel error family here, once; ``str()`` of what
 this module raises is shown to Discord members, so it never carries API detail. The
-operator learns the detail from the log, with API keys scrubbed.
+operator learns the detail from the log, with API keys scrubbed (``bot.redact``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import binascii
 import email.utils
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from openai import AsyncOpenAI, Omit, omit
 from openai.types.images_response import ImagesResponse
 
 from bot.errors import ConfigError, ContentRefused, RenderFailed
+from bot.redact import scrub_secrets
 from bot.renderers.base import (
     Capabilities,
     Operation,
@@ -239,21 +239,6 @@ def variation_prompt(original: str, extra: str) -> str:
     if extra:
         lines.append(f"In this variation: {extra}")
     return "\n".join(lines)
-
-
-_KEY_LIKE = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*.]+")
-_MASKED = re.compile(r"\S*\*{3,}\S*")
-_KEY_PROVIDED = re.compile(r"(?i)(api key provided:\s*)\S+")
-
-
-def scrub_secrets(text: str, *secrets: str) -> str:
-    """Remove anything that looks like an API key (and the given secrets) from ``text``."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    text = _KEY_PROVIDED.sub(r"\1[redacted]", text)
-    text = _KEY_LIKE.sub("[redacted]", text)
-    return _MASKED.sub("[redacted]", text)
 
 
 def _sniff_mime(data: bytes) -> tuple[str, str]:

@@ -149,7 +149,7 @@ def channel_payload(guild: Guild, channel_id: int) -> dict[str, Any]:
         "guild_id": str(guild.id),
         "name": guild.channels[channel_id],
         "position": list(guild.channels).index(channel_id),
-        "permission_overwrites": [],
+        "permission_overwrites": guild.overwrites.get(channel_id, []),
         "nsfw": channel_id in guild.nsfw_channels,
         "parent_id": None,
         "topic": None,

@@ -250,3 +250,14 @@ class Guild:
     bot_role_id: int
     joined_at: dt.datetime = field(default_factory=utcnow)
     roles: dict[int, str] = field(default_factory=dict)  # besides @everyone and the bot's role
+    # Per channel, its permission overwrites in Discord's wire shape: {"id", "type" (0 role,
+    # 1 member), "allow", "deny"}, the permission bits as strings.
+    overwrites: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def bot_denied(self, channel_id: int) -> int:
+        """The permission bits the channel's overwrites deny the bot's role (which posting checks)."""
+        return sum(
+            int(o["deny"])
+            for o in self.overwrites.get(channel_id, [])
+            if o["type"] == 0 and o["id"] == str(self.bot_role_id)
+        )

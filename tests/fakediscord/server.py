@@ -57,6 +57,8 @@ from .records import (
 API_PREFIX = "/api/v10"
 # How long Discord remembers an enforce_nonce nonce ("the past few minutes").
 NONCE_WINDOW = 300.0
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
 SUPPRESS_NOTIFICATIONS = 1 << 12
 # Pinning needs Manage Messages, or since 2025 the separate Pin Messages permission.
 MANAGE_MESSAGES = 1 << 13
@@ -283,13 +285,33 @@ class FakeDiscord:
             )
         return role_id
 
-    async def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False) -> int:
-        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id."""
+    async def add_channel(
+        self,
+        guild_id: int,
+        name: str,
+        *,
+        nsfw: bool = False,
+        overwrites: list[dict[str, Any]] | None = None,
+        bot_denied: int = 0,
+    ) -> int:
+        """Create a text channel in a guild (CHANNEL_CREATE when connected) and return its id.
+
+        ``overwrites`` are its permission overwrites as Discord sends them, e.g. a staff-only
+        channel: ``[{"id": str(guild_id), "type": 0, "allow": "0", "deny": str(VIEW_CHANNEL)}, ...]``.
+        ``bot_denied`` adds one denying the bot's role those bits (which posting there checks).
+        """
         guild = self.guilds[guild_id]
         channel_id = snowflake()
         guild.channels[channel_id] = name
         if nsfw:
             guild.nsfw_channels.add(channel_id)
+        if bot_denied:
+            overwrites = [*(overwrites or []), {"id": guild.bot_role_id, "type": 0, "deny": bot_denied}]
+        if overwrites:
+            guild.overwrites[channel_id] = [
+                {**o, "id": str(o["id"]), "allow": str(o.get("allow", 0)), "deny": str(o.get("deny", 0))}
+                for o in overwrites
+            ]
         session = self._gateway.live_session(self._shard_for(guild_id))
         if session is not None:
             await self._gateway.dispatch(session, "CHANNEL_CREATE", channel_payload(guild, channel_id))
@@ -460,6 +482,7 @@ class FakeDiscord:
         permissions: int = DEFAULT_MEMBER_PERMISSIONS,
         created_at: dt.datetime | None = None,
         values: list[str] | None = None,
+        roles: list[int] | None = None,
     ) -> Interaction:
         """Send a MESSAGE_COMPONENT interaction for a component of one of the bot's messages."""
         msg = self.messages[message.id]
@@ -484,7 +507,7 @@ class FakeDiscord:
             user_id,
             data,
             permissions,
-            None,
+            roles,
             created_at,
             name=custom_id,
             message=msg,
@@ -1206,6 +1229,11 @@ class FakeDiscord:
     async def _create_channel_message(self, call: _Call) -> web.StreamResponse:
         channel_id = int(call.params["cid"])
         guild = self._find_channel(channel_id)
+        denied = guild.bot_denied(channel_id)
+        if denied & VIEW_CHANNEL:
+            raise ApiError(403, "Missing Access", 50001)
+        if denied & SEND_MESSAGES:
+            raise ApiError(403, "Missing Permissions", 50013)
         self._check_sizes(guild.id, call.uploads)
         body = call.body if isinstance(call.body, dict) else {}
         nonce = body.get("nonce")
