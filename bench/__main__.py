@@ -176,7 +176,7 @@ def depth_rows(points: list[Point], rounds: int) -> list[Row]:
                 if point is None or median is None:
                     cells.append(point.skipped if point and point.skipped else "not measured")
                     continue
-                cell = f"{median:.2f}"
+                cell = f"{median:.3g}"
                 calls = len(point.times[op])
                 if d != DEPTHS[0] and base:
                     ratio = median / base

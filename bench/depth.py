@@ -7,7 +7,6 @@ measuring code (bench/depthcost.py) sees nothing but these functions.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -17,11 +16,10 @@ from pathlib import Path
 
 from bot.config import QueueSettings
 from bot.files import ImageFiles
-from bot.jobs import Interaction, Job, JobKind, JobParams, NewJob
-from bot.queue import SqliteJobQueue
+from bot.jobs import Interaction, Job, JobKind, JobParams, NewJob, new_public_id
+from bot.lifecycle import LocalLifecycle
 from bot.renderers.base import Capabilities
 from bot.store import Store
-from bot.worker import may_join
 
 BACKEND = "local"
 APP_ID = 1
@@ -30,9 +28,10 @@ UNLIMITED = QueueSettings(max_per_member=10**9, max_per_guild=10**9, max_total=1
 # A batching backend of up to 4 images at this size; other sizes cannot join its batches.
 BATCH_SIZE = (512, 512)
 OTHER_SIZE = (768, 512)
-CAPABILITIES = Capabilities(sizes=(BATCH_SIZE, OTHER_SIZE), max_batch=4)
+BATCHING = Capabilities(sizes=(BATCH_SIZE, OTHER_SIZE), max_batch=4)
+ONE_AT_A_TIME = Capabilities(sizes=(BATCH_SIZE, OTHER_SIZE), max_batch=1)
 
-Queue = SqliteJobQueue
+Queue = LocalLifecycle
 
 
 def new_job(guild_id: int, user_id: int, serial: int) -> NewJob:
@@ -84,6 +83,7 @@ def fill(path: Path, jobs: Sequence[NewJob]) -> list[int]:
             new.interaction.created_at.isoformat() if new.interaction else None,
             new.interaction.message_id if new.interaction else None,
             new.upload_limit,
+            new_public_id(),
         )
         for new in jobs
     ]
@@ -92,8 +92,9 @@ def fill(path: Path, jobs: Sequence[NewJob]) -> list[int]:
         db.executemany(
             """
             INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at,
-                              updated_at, app_id, token, token_created_at, status_message_id, upload_limit)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              updated_at, app_id, token, token_created_at, status_message_id, upload_limit,
+                              public_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             rows,
         )
@@ -103,19 +104,22 @@ def fill(path: Path, jobs: Sequence[NewJob]) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def open_queue(path: Path) -> AsyncIterator[Queue]:
-    """Open the store at ``path`` and the fair queue over it, as the bot's composition root does."""
+    """Open the store at ``path`` and the job lifecycle over it, recovered as at the bot's start."""
     async with Store.open(path) as store:
-        yield SqliteJobQueue(store, ImageFiles(path.parent / "images"), UNLIMITED)
+        lifecycle = LocalLifecycle(store, ImageFiles(path.parent / "images"), UNLIMITED)
+        await lifecycle.recover()  # rebuilds the in-memory fair order: start-up, not measured
+        yield lifecycle
 
 
 async def claim_one(queue: Queue) -> Job | None:
     """Claim the next job in fair order (a backend that renders one job at a time)."""
-    return await queue.claim(BACKEND)
+    jobs = await queue.claim(BACKEND, ONE_AT_A_TIME)
+    return jobs[0] if jobs else None
 
 
 async def claim_batch(queue: Queue) -> list[Job]:
     """Claim the next job and the compatible ones after it in fair order, up to 4 images."""
-    return await queue.claim_batch(BACKEND, functools.partial(may_join, CAPABILITIES))
+    return await queue.claim(BACKEND, BATCHING)
 
 
 async def submit(queue: Queue, new: NewJob) -> Job:
@@ -125,4 +129,5 @@ async def submit(queue: Queue, new: NewJob) -> Job:
 
 async def place(queue: Queue, backend: str, job_id: int) -> int | None:
     """Return one shown job's 1-based place in line, or None when it is no longer queued."""
-    return (await queue.positions(backend)).get(job_id)
+    found = queue.place(job_id)
+    return found[0] if found else None
