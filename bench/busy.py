@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.load import ack_ms, easel, send, send_burst
+from bench.load import ack_ms, easel, finished, send, send_burst
 from bench.report import summary
 from bot.errors import ConfigError
 from tests.fakediscord import Interaction
@@ -59,12 +59,6 @@ async def loop_lag() -> AsyncIterator[list[float]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def finished(interaction: Interaction) -> bool:
-    """Tell whether the job's result (an embed with an image) has been posted."""
-    message = interaction.original
-    return message is not None and bool(message.embeds) and bool(message.attachments)
 
 
 def rendering(interactions: Sequence[Interaction]) -> bool:
