@@ -206,17 +206,26 @@ class Delivery:
         await self._lifecycle.notified(job.id, message.id if message else 0)
 
     async def show_position(self, job: Job, position: int, total: int) -> None:
-        """Show a queued job's place in line on its status message."""
+        """Show a queued job's place in line on its status message (only while it is still queued)."""
         text = (
             f"⏳ **Queued** — position **{position}** of {total} for `{job.backend}`. Job #{job.id}\n"
             f"> {short_prompt(job)}"
         )
-        await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
+        await self._show_status(job, JobStatus.QUEUED, text)
 
     async def show_running(self, job: Job) -> None:
-        """Show that a job has started rendering."""
+        """Show that a job is rendering (only while it still is)."""
         text = f"🎨 **Rendering** on `{job.backend}`… Job #{job.id}\n> {short_prompt(job)}"
-        await self._edit_status(job, content=text, embed=None, attachments=[], view=cancel_view(job.id))
+        await self._show_status(job, JobStatus.RUNNING, text)
+
+    async def _show_status(self, job: Job, status: JobStatus, text: str) -> None:
+        # Under the job's lock and after reading its state: a status edit sent late (they wait
+        # a moment, see bot.worker) can then never land on top of the result.
+        async with self._job_lock(job.id):
+            if (await self._store.jobs.get(job.id)).status is status:
+                await self._edit_status(
+                    job, content=text, embed=None, attachments=[], view=cancel_view(job.id)
+                )
 
     async def show_progress(self, job: Job, progress: Progress) -> None:
         """Show a rendering job's step, a progress bar and, when the renderer sent one, a preview."""

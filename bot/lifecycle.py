@@ -120,11 +120,15 @@ class LocalLifecycle:
         self._files = files
         self._limits = limits
         self._queues: dict[str, FairQueue] = {}
+        # Running jobs (guild, member), kept with the fair order for the queue limits: every job
+        # enters and leaves "running" through this class, and a start requeues the ones it finds.
+        self._running: dict[int, tuple[int, int]] = {}
         self._events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def recover(self) -> list[Job]:
         """After a start: requeue interrupted renders, rebuild the fair order and return what to deliver."""
         await self._store.jobs.requeue_interrupted()
+        self._running = {}
         queued = await self._store.jobs.jobs_with_status(JobStatus.QUEUED)
         # Every backend ever served keeps its turns: a guild served last before the restart
         # stays behind the others after it.
@@ -179,6 +183,7 @@ class LocalLifecycle:
                 backend, [t.job_id for t in tickets], queue.turns_for(tickets)
             )
         queue.take(tickets)
+        self._running.update((job.id, (job.guild_id, job.user_id)) for job in jobs)
         return jobs
 
     async def renew(self, job_ids: Sequence[int]) -> None:
@@ -191,6 +196,7 @@ class LocalLifecycle:
         done = await self._store.jobs.mark_rendered(
             job.id, paths, result.made_by, result.usage, flagged=result.flagged
         )
+        self._running.pop(job.id, None)
         if done.status is JobStatus.CANCELLED:
             await self._files.remove_job(job.id)
         return done
@@ -198,6 +204,7 @@ class LocalLifecycle:
     async def fail(self, job_id: int, reason: str) -> Job:
         """End a job with a member-readable reason; nothing is charged."""
         job = await self._store.jobs.mark_failed(job_id, reason)
+        self._running.pop(job_id, None)
         self._forget(job)
         return job
 
@@ -225,6 +232,7 @@ class LocalLifecycle:
     async def stopped(self, job_id: int) -> Job:
         """End a running job whose member cancelled it, once its render stopped; nothing is charged."""
         job = await self._store.jobs.mark_cancelled(job_id)
+        self._running.pop(job_id, None)
         await self._files.remove_job(job_id)
         return job
 
@@ -287,7 +295,7 @@ class LocalLifecycle:
 
     async def _admit(self, new: NewJob, admission: Admission | None) -> None:
         """Raise LimitReached (or the quota's refusal) when ``new`` may not be queued now."""
-        self._check_limits(new, await self._store.jobs.running())
+        self._check_limits(new, list(self._running.values()))
         if admission is not None:
             refusal = await admissions.refusal(self._store, new.guild_id, new.user_id, new.backend, admission)
             if refusal is not None:

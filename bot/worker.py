@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -43,6 +43,10 @@ FLAGGED_NEVER = "The safety checker flagged this image, and this server does not
 # A result that still cannot be posted after this many sweeps (a missing file, a channel
 # that keeps failing) is ended with a message instead of being retried forever.
 DELIVERY_ATTEMPTS = 5
+# Status edits wait this long first: a job that starts (or finishes) sooner skips them, which
+# saves two webhook edits per quick job and spares members a flicker of messages.
+ANNOUNCE_AFTER_S = 0.5
+RUNNING_AFTER_S = 1.0
 # A store that refused a claim or an ending (locked, disk full) is asked again after this long.
 STORE_RETRY_S = 1.0
 
@@ -74,8 +78,10 @@ class Worker:
         self._stop_timeout_s = stop_timeout_s
         self._tasks = TaskGroup("worker")
         self._renders = TaskGroup("render")
+        self._deliveries = TaskGroup("delivery")
         self._running: dict[int, tuple[str, asyncio.Task[None]]] = {}
-        self._busy: set[int] = set()
+        self._rendering: set[int] = set()
+        self._delivering: Counter[int] = Counter()  # job id -> deliveries under way
         self._shown: dict[int, int | None] = {}  # job id -> place its message shows (None: unknown)
         self._rotation: deque[int] = deque()  # shown jobs not yet checked this round
         self._delivery_failures: dict[int, int] = {}
@@ -101,7 +107,7 @@ class Worker:
                 dict.fromkeys(self._lifecycle.front(backend, self._lifecycle.waiting(backend)))
             )
         self._delivery.inherit(job.id for job in pending if job.status is JobStatus.RENDERED)
-        recovering = [self._tasks.spawn(self._finish(job), name=f"recover-{job.id}") for job in pending]
+        recovering = [self._hand_over(job) for job in pending]
         self._tasks.spawn(self._mark_recovered(recovering), name="recovered")
         for backend in self._renderers:
             self._tasks.spawn(self._slot_loop(backend), name=f"slots-{backend}")
@@ -129,6 +135,9 @@ class Worker:
             log.info("waiting up to %.0fs for %d render(s)", self._stop_timeout_s, len(self._renders.pending))
             await self._renders.wait(self._stop_timeout_s)
         await self._renders.cancel_all()
+        # Posts under way finish (bounded); one cut short is posted once by the next start.
+        await self._deliveries.wait(self._stop_timeout_s)
+        await self._deliveries.cancel_all()
 
     def cancel_running(self, job_id: int) -> bool:
         """Interrupt a running render if its backend allows; otherwise its result will be discarded."""
@@ -144,11 +153,21 @@ class Worker:
         return True
 
     async def announce(self, job: Job) -> None:
-        """Show a newly queued job its place in line."""
+        """Show a newly queued job its place in line, unless it starts rendering first."""
+        self._shown[job.id] = None
+        asyncio.get_running_loop().call_later(ANNOUNCE_AFTER_S, self._announce_now, job)
+
+    def _announce_now(self, job: Job) -> None:
         place = self._lifecycle.place(job.id)
-        if place is not None:
-            await self._delivery.show_position(job, *place)
-            self._shown[job.id] = place[0]
+        if place is None or self._shown.get(job.id, 0) is not None:
+            return  # started already, or the refresh showed it
+        self._shown[job.id] = place[0]
+        self._tasks.spawn(self._delivery.show_position(job, *place), name=f"place-{job.id}")
+
+    def _show_running(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.id in self._rendering:
+                self._tasks.spawn(self._delivery.show_running(job), name=f"running-{job.id}")
 
     async def _slot_loop(self, backend: str) -> None:
         renderer = self._renderers[backend]
@@ -173,7 +192,7 @@ class Worker:
             ids = [job.id for job in jobs]
             if len(ids) > 1:
                 log.info("jobs %s render together on %s", ", ".join(map(str, ids)), backend)
-            self._busy.update(ids)
+            self._rendering.update(ids)
             task = self._renders.spawn(self._render(jobs), name=f"jobs-{'-'.join(map(str, ids))}")
             for job_id in ids:
                 self._running[job_id] = (backend, task)
@@ -182,15 +201,14 @@ class Worker:
     def _render_done(self, job_ids: list[int], slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
         for job_id in job_ids:
             self._running.pop(job_id, None)
-            self._busy.discard(job_id)
+            self._rendering.discard(job_id)
         slots.release()
 
     async def _render(self, jobs: list[Job]) -> None:
         """Render one job, or a batch of compatible jobs in one call, and settle each on its own."""
         renderer = self._renderers[jobs[0].backend]
+        running = asyncio.get_running_loop().call_later(RUNNING_AFTER_S, self._show_running, jobs)
         try:
-            for job in jobs:
-                await self._delivery.show_running(job)
             requests = [await self._request_for(job) for job in jobs]
             progress: dict[int, ProgressCallback] = {}
             if renderer.capabilities.progress:
@@ -215,6 +233,8 @@ class Worker:
             for job in jobs:
                 await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
             return
+        finally:
+            running.cancel()
         for job, outcome in zip(jobs, outcomes, strict=True):
             await self._settle(job, outcome)
 
@@ -237,7 +257,7 @@ class Worker:
             log.exception("job %d: could not store the result (error %s)", job.id, error_id)
             await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
             return
-        await self._finish(job)
+        self._hand_over(job)
 
     async def _flagged_refusal(self, job: Job) -> str | None:
         """Why a flagged result may not be posted in its channel, or None when it may."""
@@ -258,11 +278,22 @@ class Worker:
             self._unended[job.id] = (job, error)
             return
         self._unended.pop(job.id, None)
-        await self._finish(job)
+        self._hand_over(job)
+
+    def _hand_over(self, job: Job) -> asyncio.Task[None]:
+        """Post a job's result or ending in a task of its own, so its render slot is free meanwhile."""
+        self._delivering[job.id] += 1
+        task = self._deliveries.spawn(self._finish(job), name=f"deliver-{job.id}")
+        task.add_done_callback(functools.partial(self._delivered, job.id))
+        return task
+
+    def _delivered(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self._delivering[job_id] -= 1
+        if not self._delivering[job_id]:
+            del self._delivering[job_id]
 
     async def _finish(self, job: Job) -> None:
         """Post a job's result or its ending; a delivery error leaves it for the next tick."""
-        self._busy.add(job.id)
         try:
             if job.status is JobStatus.RENDERED:
                 await self._delivery.deliver(job)
@@ -277,8 +308,6 @@ class Worker:
             log.exception("job %d: delivery failed %d times; giving up", job.id, failures)
             del self._delivery_failures[job.id]
             await self._end(job, "Easel rendered your images but could not post them. Please try again.")
-        finally:
-            self._busy.discard(job.id)
 
     async def _request_for(self, job: Job) -> RenderRequest:
         operation = job.kind.operation
@@ -339,5 +368,5 @@ class Worker:
         for job, error in list(self._unended.values()):
             await self._end(job, error)
         for job in await self._lifecycle.undelivered():
-            if job.id not in self._busy:
-                await self._finish(job)
+            if job.id not in self._rendering and job.id not in self._delivering:
+                self._hand_over(job)

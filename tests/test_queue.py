@@ -247,3 +247,16 @@ async def test_jobs_of_different_operations_or_strengths_are_not_batched(queue: 
     await queue.submit(gentle)
     alone = await queue.claim("test", BATCH_OF_4)
     assert [job.id for job in alone] == [strong.id]
+
+
+async def test_a_rendering_job_still_counts_against_the_members_limit_until_it_ends(
+    store: Store, files: ImageFiles
+) -> None:
+    queue = LocalLifecycle(store, files, QueueSettings(max_per_member=1))
+    await queue.submit(new_job(user=10))
+    running = await claim_one(queue)
+    assert running is not None
+    with pytest.raises(LimitReached, match="limit is 1"):
+        await queue.submit(new_job(user=10))
+    await queue.fail(running.id, "The renderer refused.")
+    assert (await queue.submit(new_job(user=10))).status is JobStatus.QUEUED

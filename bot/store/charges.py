@@ -43,30 +43,35 @@ class ChargeStore:
 
     async def member_usage(self, guild_id: int, user_id: int, windows: Windows) -> Usage:
         """Return the quota a member used (reserved or settled) in the current day and week."""
-        totals = []
+        day, week = windows.day, windows.week
         async with self._db.read() as db:
-            for window in (windows.day, windows.week):
-                row = await (
-                    await db.execute(
-                        "SELECT COALESCE(SUM(cost), 0) FROM charges WHERE guild_id = ? AND user_id = ? "
-                        "AND state != 'released' AND created_at >= ? AND created_at < ?",
-                        (guild_id, user_id, window.start.isoformat(), window.end.isoformat()),
-                    )
-                ).fetchone()
-                totals.append(int(row[0]) if row else 0)
-        return Usage(day=totals[0], week=totals[1])
+            rows = await db.execute_fetchall(
+                "SELECT COALESCE(SUM(CASE WHEN created_at >= :ds AND created_at < :de THEN cost END), 0), "
+                "COALESCE(SUM(CASE WHEN created_at >= :ws AND created_at < :we THEN cost END), 0) "
+                "FROM charges WHERE guild_id = :g AND user_id = :u AND state != 'released' "
+                "AND created_at >= MIN(:ds, :ws) AND created_at < MAX(:de, :we)",
+                {
+                    "g": guild_id,
+                    "u": user_id,
+                    "ds": day.start.isoformat(),
+                    "de": day.end.isoformat(),
+                    "ws": week.start.isoformat(),
+                    "we": week.end.isoformat(),
+                },
+            )
+        [row] = rows
+        return Usage(day=int(row[0]), week=int(row[1]))
 
     async def guild_spent(self, guild_id: int, window: Window) -> tuple[int, float]:
         """Return the images and estimated USD a guild has charged (unreleased) within ``window``."""
         async with self._db.read() as db:
-            row = await (
-                await db.execute(
-                    "SELECT COALESCE(SUM(images), 0), COALESCE(SUM(usd), 0) FROM charges "
-                    "WHERE guild_id = ? AND state != 'released' AND created_at >= ? AND created_at < ?",
-                    (guild_id, window.start.isoformat(), window.end.isoformat()),
-                )
-            ).fetchone()
-        return (int(row[0]), float(row[1])) if row else (0, 0.0)
+            rows = await db.execute_fetchall(
+                "SELECT COALESCE(SUM(images), 0), COALESCE(SUM(usd), 0) FROM charges "
+                "WHERE guild_id = ? AND state != 'released' AND created_at >= ? AND created_at < ?",
+                (guild_id, window.start.isoformat(), window.end.isoformat()),
+            )
+        [row] = rows
+        return int(row[0]), float(row[1])
 
     async def charges_since(
         self, guild_id: int, since: datetime
