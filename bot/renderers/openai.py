@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
+import aiohttp
 import openai
-from openai import AsyncOpenAI, Omit, omit
+from openai import AsyncOpenAI, DefaultAioHttpClient, Omit, omit
 from openai.types.images_response import ImagesResponse
 
 from bot.errors import ConfigError, ContentRefused, RenderFailed
@@ -216,7 +217,29 @@ def build_client(api_key: str, base_url: str | None, timeout_s: float) -> AsyncO
     # max_retries=0: bot.retry is the one retry policy. With the SDK's own retries left
     # on (2 by default) every attempt of ours would become up to three requests, with two
     # stacked backoffs and an unpredictable bill.
-    return AsyncOpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0)
+    # The SDK's aiohttp transport costs about a third less CPU per call than its default one,
+    # and Easel already runs on aiohttp (discord.py).
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url or None,
+        timeout=timeout_s,
+        max_retries=0,
+        http_client=DefaultAioHttpClient(timeout=timeout_s),
+    )
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether the connection was refused or its host not found, rather than slow.
+
+    The SDK's aiohttp transport reports every failed connect as a timeout; the aiohttp error it
+    wraps says which it was, and members should read "could not be reached" for a refusal.
+    """
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def fold_negative(prompt: str, negative: str) -> str:
@@ -468,7 +491,7 @@ class OpenAIRenderer:
     def _map_error(self, err: openai.OpenAIError, job_id: int) -> RenderFailed:
         """Translate one SDK error into the Easel family, logging what the operator needs."""
         detail = scrub_secrets(str(err), *self._secrets)
-        if isinstance(err, openai.APITimeoutError):
+        if isinstance(err, openai.APITimeoutError) and not _refused(err):
             log.warning("job %d: OpenAI request timed out (raise openai.timeout_s if this recurs)", job_id)
             return RenderFailed(MSG_TIMEOUT, retryable=True)
         if isinstance(err, openai.APIConnectionError):
