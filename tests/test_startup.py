@@ -103,8 +103,12 @@ async def test_start_retries_until_the_gateway_endpoint_and_the_gateway_accept(
 ) -> None:
     fake.fail_next("GET", r"^/gateway/bot$", 503, times=2)
     fake.refuse_gateway(1)
-    await easel.start()
+    process = await easel.start()
     await easel.connected()
+    # docker stop: SIGTERM closes the connected bot as Ctrl-C does.
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+    await fake.wait_for(lambda: not fake.connected())
 
     lines = easel.unreachable()
     assert len(lines) == 3, easel.text()  # one line per failed attempt
@@ -256,3 +260,14 @@ def test_easel_data_is_the_default_data_folder(tmp_path: Path) -> None:
     # A path the config names itself still wins.
     cfg.write_text('[discord]\ntoken = "t"\n[storage]\npath = "db/e.sqlite3"\n', encoding="utf-8")
     assert load_settings(cfg, env={"EASEL_DATA": str(data)}).storage.path == cfg.parent / "db" / "e.sqlite3"
+
+
+async def test_discord_failing_the_login_right_after_the_check_is_one_line_and_exit_1(
+    fake: FakeDiscord, easel: Easel
+) -> None:
+    fake.fail_next("GET", r"^/users/@me$", 503)
+    process = await easel.start()
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 1
+    text = easel.text()
+    assert "easel: Discord went away while logging in (503 Service Unavailable" in text
+    assert "Traceback" not in text
