@@ -271,3 +271,18 @@ async def test_discord_failing_the_login_right_after_the_check_is_one_line_and_e
     text = easel.text()
     assert "easel: Discord went away while logging in (503 Service Unavailable" in text
     assert "Traceback" not in text
+
+
+def test_the_dockerfile_installs_the_dependencies_before_copying_the_code() -> None:
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines()]
+    install = next(i for i, line in enumerate(lines) if "--requirement" in line)
+    copies = [line for line in lines[:install] if line.startswith("COPY")]
+    # Only what the dependency list comes from: a change to bot/ or cogs/ keeps this layer.
+    assert copies == ["COPY pyproject.toml ./", "COPY scripts/dependencies.py ./scripts/"]
+    code = lines.index("COPY bot ./bot")
+    assert code > install
+    assert "RUN pip install --no-deps --no-build-isolation ." in lines[code:]
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cu124" in lines
+    assert any(line.startswith("HEALTHCHECK") for line in lines)
+    assert any(line.startswith("FROM python:") and "@sha256:" in line for line in lines)
+    assert "RUN chmod 0444 /app/config.toml" in lines
