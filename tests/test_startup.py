@@ -232,6 +232,20 @@ def test_check_config_creates_the_data_folders(tmp_path: Path, capsys: pytest.Ca
     assert not list((tmp_path / "data").glob("tmp*"))  # the write check leaves nothing behind
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_a_read_only_data_folder_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    data.chmod(0o555)
+    try:
+        assert main(["check-config", "--config", str(write_config(tmp_path, ""))]) == 2
+    finally:
+        data.chmod(0o755)
+    assert f"cannot create or write the folder {data} (Permission denied)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "model", ["/no/such/model", "./models/missing", "models/sd/missing", "missing.safetensors"]
 )
