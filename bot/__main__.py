@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,13 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 import discord
 
 from bot import images
 from bot.app import EaselBot, Services
 from bot.challenge_board import DiscordBoard
 from bot.channels import can_post
-from bot.config import Settings, load_settings
+from bot.config import TOKEN_HELP, Settings, check_local_model, check_storage, load_settings
 from bot.contests import ChallengeService
 from bot.delivery import Delivery
 from bot.endpoints import point_at
@@ -37,6 +39,7 @@ from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
 from bot.renderers.upscale import LanczosUpscaler
 from bot.retry import RetryPolicy
+from bot.startup import wait_for_discord
 from bot.store import Store
 from bot.worker import Worker
 
@@ -189,9 +192,19 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
 
 
 async def run(settings: Settings) -> None:
-    """Run the bot until it is stopped."""
+    """Wait until Discord answers, then run the bot until it is stopped."""
+    stop_on_sigterm()
+    # Before opening anything: a wrong token exits at once, not after a minute of loading a model.
+    await wait_for_discord(settings.discord)
     async with open_app(settings) as bot:
         await bot.start(settings.discord.token.reveal())
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (docker stop, systemd) stop Easel the way Ctrl-C does: cancel the main task."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 async def render_once(settings: Settings, backend: str, prompt: str, out: Path, seed: int) -> None:
@@ -241,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         warnings = check_openai(settings)
+        if args.command in ("run", "check-config"):
+            check_storage(settings.storage)
+        if args.command == "check-config":
+            check_local_model(settings.local)
     except ConfigError as exc:
         print(f"easel: config error: {exc}", file=sys.stderr)
         return 2
@@ -268,10 +285,18 @@ def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str
         )
     try:
         asyncio.run(run(settings))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C or SIGTERM: open_app has closed everything in order
+    except ConfigError as exc:
+        print(f"easel: {exc}", file=sys.stderr)
+        return 2
     except discord.LoginFailure:
-        print("easel: Discord refused the token: check [discord] token (Bot → Reset Token)", file=sys.stderr)
+        print(f"easel: Discord refused the token: {TOKEN_HELP}", file=sys.stderr)
+        return 2
+    except (aiohttp.ClientError, discord.GatewayNotFound, discord.DiscordServerError) as exc:
+        # Discord answered the start-up check, then failed the login right after: start again
+        # (a container's restart policy does) rather than run half-started.
+        print(f"easel: Discord went away while logging in ({exc}); start Easel again", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -108,11 +109,14 @@ class LocalSettings:
         return bool(self.model)
 
 
+DB_NAME = "easel.sqlite3"
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Where jobs and images live."""
 
-    path: Path = Path("data/easel.sqlite3")
+    path: Path = Path("data") / DB_NAME
 
     @property
     def images_dir(self) -> Path:
@@ -319,7 +323,11 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
     local = _local(_Section("local", raw.get("local", {}), set(LOCAL_KEYS)), base_dir)
 
     s = _Section("storage", raw.get("storage", {}), {"path"})
-    db = Path(s.get("path", str, str(StorageSettings().path)))
+    # EASEL_DATA (the Docker image sets /data) is the default folder, so a config mounted over
+    # the image's keeps the database on the data volume unless it names a path itself.
+    data_dir = env.get("EASEL_DATA")
+    default_db = Path(data_dir) / DB_NAME if data_dir else StorageSettings().path
+    db = Path(s.get("path", str, str(default_db)))
     storage = StorageSettings(path=db if db.is_absolute() else base_dir / db)
 
     q = _Section(
@@ -510,6 +518,59 @@ def _local(sec: _Section, base_dir: Path) -> LocalSettings:
             "since loading a checkpoint offline needs it"
         )
     return settings
+
+
+def check_storage(storage: StorageSettings) -> None:
+    """Create the database's folder and the images folder and check that Easel can write both.
+
+    Raise ConfigError naming ``storage.path``: the bot would otherwise fail on its first write.
+    """
+    for folder in (storage.path.parent, storage.images_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # An unnamed file: nothing is left behind, even when the check is killed halfway.
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"storage.path = {str(storage.path)!r}: Easel cannot create or write the folder {folder} "
+                f"({exc.strerror or exc}); point it at a folder this user can write "
+                "(in Docker, one under the /data volume)"
+            ) from None
+    if storage.path.exists():
+        try:
+            # Read and write, without changing a byte: what SQLite will need.
+            with storage.path.open("r+b"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"storage.path = {str(storage.path)!r}: Easel cannot open the database for writing "
+                f"({exc.strerror or exc})"
+            ) from None
+
+
+def check_local_model(local: LocalSettings) -> None:
+    """Raise ConfigError when ``[local] model`` names a file or folder that does not exist.
+
+    A bare ``name`` or ``owner/name`` may be a Hugging Face model id, which the loader looks up
+    in the hub cache: only values that can only be paths are checked here. The bot itself starts
+    without the local backend in that case (its log says why) and serves the others.
+    """
+    model = local.model
+    if not model or Path(model).exists():
+        return
+    path_like = (
+        Path(model).expanduser().is_absolute()
+        or model.startswith((".", "~"))
+        or model.count("/") > 1
+        or "\\" in model
+        or model.endswith((".safetensors", ".ckpt"))
+    )
+    if path_like:
+        raise ConfigError(
+            f"local.model = {model!r}: no such file or directory (relative paths start at the config "
+            "file's folder; a Hugging Face model id looks like owner/name)"
+        )
 
 
 def _device(value: str) -> str | None:

@@ -1,4 +1,8 @@
-"""The one retry policy of the project: exponential backoff with full jitter."""
+"""The one retry policy of the project: exponential backoff with full jitter.
+
+Renders retry a few times through ``with_retries``; the start-up (``bot/startup.py``) waits for
+Discord without end, with the same ``backoff`` between attempts.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,15 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[object]]
+
+
+def backoff(attempt: int, *, base_delay: float, max_delay: float, jitter: Callable[[], float]) -> float:
+    """Return the wait before retry ``attempt`` (1-based): ``jitter()`` times a doubling, capped ceiling.
+
+    "Full jitter": many clients that failed together do not all come back in lockstep. The
+    exponent stops growing long before a float would overflow (a day of retries is ~3000 attempts).
+    """
+    return jitter() * min(max_delay, base_delay * 2.0 ** min(attempt - 1, 60))
 
 
 async def with_retries(
@@ -48,7 +61,7 @@ async def with_retries(
             if err.retry_after is not None:
                 delay = min(max(err.retry_after, 0.0), max_delay)
             else:
-                delay = jitter() * min(max_delay, base_delay * 2 ** (attempt - 1))
+                delay = backoff(attempt, base_delay=base_delay, max_delay=max_delay, jitter=jitter)
             log.warning("attempt %d/%d failed (%s); retrying in %.2fs", attempt, attempts, err, delay)
             await sleep(delay)
             attempt += 1

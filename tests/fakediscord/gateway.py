@@ -60,6 +60,8 @@ class Gateway:
         self._fake = fake
         self.connections: list[Connection] = []
         self.sessions: dict[str, Session] = {}
+        self.refusals = 0
+        self.refused = 0
 
     def live_session(self, shard_id: int) -> Session | None:
         """Return the session of a shard whose socket is up and ready."""
@@ -86,6 +88,12 @@ class Gateway:
 
     async def handle(self, raw: web.Request) -> web.StreamResponse:
         """Run one websocket connection from HELLO to close."""
+        if self.refusals > 0:
+            # What a load balancer in front of a gateway that is down answers to the upgrade.
+            self.refusals -= 1
+            self.refused += 1
+            self._fake._notify()
+            return web.Response(status=503, text="503 Service Unavailable")
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(raw)
         self._fake.gateway_queries.append(dict(raw.query))

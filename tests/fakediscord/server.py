@@ -261,8 +261,8 @@ class FakeDiscord:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Listen on a free port of 127.0.0.1 and set api_base, gateway_url and http_base."""
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1 (``port``, or a free one) and set api_base, gateway_url and http_base."""
         app = web.Application(client_max_size=512 * 1024 * 1024)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         app.router.add_get("/gateway", self._gateway.handle)
@@ -270,7 +270,7 @@ class FakeDiscord:
         app.router.add_get("/media/{tail:.*}", self._cdn)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
         port = self._runner.addresses[0][1]
         self.http_base = f"http://127.0.0.1:{port}"
         self.api_base = self.http_base + API_PREFIX
@@ -475,6 +475,15 @@ class FakeDiscord:
     async def wait_connected(self, timeout: float = 10) -> None:
         """Wait until every shard identified (or resumed) and was sent READY and all its GUILD_CREATEs."""
         await self.wait_for(self.connected, timeout)
+
+    def refuse_gateway(self, times: int) -> None:
+        """Answer the next ``times`` gateway websocket upgrades with HTTP 503 instead of HELLO."""
+        self._gateway.refusals = times
+
+    @property
+    def gateway_refused(self) -> int:
+        """How many websocket upgrades refuse_gateway has refused so far."""
+        return self._gateway.refused
 
     async def disconnect_bot(self, code: int = 4000) -> None:
         """Close the bot's gateway sockets from the server side; 4000 lets discord.py RESUME."""
