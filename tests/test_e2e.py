@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from bot.files import ImageFiles
-from bot.jobs import Job
+from bot.jobs import Interaction as JobInteraction
+from bot.jobs import Job, JobStatus, utcnow
 from bot.store import Store
 from tests.factories import new_job
 from tests.fakeopenai import moderation_blocked_body
@@ -364,3 +365,26 @@ async def test_a_result_that_cannot_be_posted_ends_with_a_message_instead_of_ret
         [notice] = easel.discord.channel_messages(CHANNEL_A)
         assert f"Job #{job.id} failed" in notice.content
         assert "could not post them" in notice.content
+
+
+async def test_a_quick_job_goes_from_thinking_to_its_result_and_a_late_status_edit_never_covers_it(
+    easel: Harness,
+) -> None:
+    inter = await easel.imagine("a quick one")
+    result = await easel.result_of(inter)
+    # Rendered before either status edit was due: the member saw "thinking…", then the result.
+    assert [
+        edit.content for edit in result.history if "Queued" in edit.content or "Rendering" in edit.content
+    ] == []
+    assert easel.bot is not None
+    delivery = easel.bot.services.delivery
+    async with Store.open(easel.settings.storage.path) as store:
+        [job] = await store.jobs.jobs_with_status(JobStatus.POSTED)
+    edits = len(result.history)
+    # A status edit scheduled while the job still had its token arrives now: it changes nothing.
+    it = JobInteraction(easel.discord.application_id, inter.token, utcnow(), result.id)
+    await delivery.show_running(replace(job, interaction=it))
+    await delivery.show_position(replace(job, interaction=it), 1, 1)
+    assert len(result.history) == edits
+    assert result.embeds
+    assert result.embeds[0]["footer"]["text"].startswith(f"Job #{job.id}")
