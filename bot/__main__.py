@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 import discord
+from prometheus_client import CollectorRegistry
 
 from bot import images
 from bot.app import EaselBot, Services
@@ -27,8 +28,10 @@ from bot.endpoints import point_at
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
+from bot.health import HealthServer, backends_check, gateway_check, store_check
 from bot.jobs import utcnow
 from bot.lifecycle import LocalLifecycle
+from bot.metrics import Metrics
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
 from bot.redact import RedactingFilter
@@ -133,7 +136,13 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         renderers[upscaler.name] = upscaler
         # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
         concurrency[upscaler.name] = 1
-        lifecycle = LocalLifecycle(store, files, settings.queue)
+        # Its own registry, not prometheus_client's global one: two apps in one process (tests)
+        # must not share counts. Recorded whether or not [metrics] serves them: it costs little.
+        metrics = Metrics(CollectorRegistry(), backends=[*renderers, *offline])
+        if settings.local.enabled:
+            metrics.workers_live("local", 0 if "local" in offline else 1)
+        lifecycle = LocalLifecycle(store, files, settings.queue, metrics)
+        metrics.watch_queues(lifecycle)
 
         generating = [
             name for name, r in renderers.items() if Operation.GENERATE in r.capabilities.operations
@@ -162,6 +171,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 concurrency=concurrency,
                 tick_s=settings.queue.position_update_s,
                 moderation=moderation,
+                metrics=metrics,
             )
             generation = Generation(
                 store,
@@ -185,6 +195,16 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
 
         bot = EaselBot(services)
         stack.push_async_callback(bot.close)
+        if settings.metrics.enabled:
+            # Entered last, so it stops first: /healthz never probes a store or bot already closed.
+            checks = {
+                "gateway": gateway_check(bot),
+                "store": store_check(store),
+                "backends": backends_check(renderers, offline),
+            }
+            await stack.enter_async_context(
+                HealthServer.serving(*settings.metrics.address, metrics.registry, checks)
+            )
         yield bot
 
 

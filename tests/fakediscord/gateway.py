@@ -60,6 +60,8 @@ class Gateway:
         self._fake = fake
         self.connections: list[Connection] = []
         self.sessions: dict[str, Session] = {}
+        self.accepting = asyncio.Event()
+        self.accepting.set()
 
     def live_session(self, shard_id: int) -> Session | None:
         """Return the session of a shard whose socket is up and ready."""
@@ -86,6 +88,8 @@ class Gateway:
 
     async def handle(self, raw: web.Request) -> web.StreamResponse:
         """Run one websocket connection from HELLO to close."""
+        # A paused gateway leaves the handshake unanswered, as an unreachable Discord would.
+        await self.accepting.wait()
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(raw)
         self._fake.gateway_queries.append(dict(raw.query))
