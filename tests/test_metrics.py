@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
 import sqlite3
 import time
@@ -199,6 +200,25 @@ async def test_healthz_fails_while_the_store_cannot_write(tmp_path: Path) -> Non
             await until(refused)
         assert answers[0] == (503, "store: no answer within 2s\n")
         assert answers[-1] == (503, "store: the database refused a write: database is locked\n")
+        await until(lambda: healthy(base))
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs prlimit (Linux)")
+async def test_healthz_fails_while_the_disk_refuses_writes(tmp_path: Path) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    async with running(tmp_path, start=False, metrics={"listen": listen}) as easel:
+        base = f"http://{listen}"
+        process = await easel.start_bot_process()
+        await until(lambda: healthy(base), timeout=30)
+        # A file-size limit of one byte on the bot's process: every write past the first byte of
+        # any file fails as on a full disk (CPython ignores SIGXFSZ, so write() returns EFBIG).
+        unlimited = resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        try:
+            await until(lambda: unhealthy(base))
+            answer = await health(base)
+        finally:
+            resource.prlimit(process.pid, resource.RLIMIT_FSIZE, unlimited)
+        assert answer == (503, "store: the database refused a write: disk I/O error\n")
         await until(lambda: healthy(base))
 
 
