@@ -194,17 +194,23 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             )
 
         bot = EaselBot(services)
-        stack.push_async_callback(bot.close)
         if settings.metrics.enabled:
-            # Entered last, so it stops first: /healthz never probes a store or bot already closed.
+            # Stopped after the bot closes (its /healthz then says so) and before the store does.
             checks = {
                 "gateway": gateway_check(bot),
                 "store": store_check(store),
                 "backends": backends_check(renderers, offline),
             }
-            await stack.enter_async_context(
-                HealthServer.serving(*settings.metrics.address, metrics.registry, checks)
-            )
+            try:
+                await stack.enter_async_context(
+                    HealthServer.serving(*settings.metrics.address, metrics.registry, checks)
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    f"metrics.listen = {settings.metrics.listen!r}: cannot listen there ({exc.strerror}); "
+                    "choose a free port, or an address of this machine"
+                ) from None
+        stack.push_async_callback(bot.close)
         yield bot
 
 
@@ -293,6 +299,9 @@ def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str
     except discord.LoginFailure:
         print("easel: Discord refused the token: check [discord] token (Bot → Reset Token)", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"easel: config error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

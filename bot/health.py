@@ -37,6 +37,9 @@ LAG_LIMIT_S = 1.0
 # A check that has not answered by then is reported as not answering; it keeps running (a
 # store statement cannot be cancelled half-way) and the next request waits for the same run.
 CHECK_TIMEOUT_S = 2.0
+# At stop, checks still running get this long to end: a store statement cancelled half-way would
+# leave the connection inside its BEGIN. SQLite's busy timeout (5 s) bounds the store's check.
+STOP_WAIT_S = 10.0
 
 
 class LoopLag:
@@ -103,6 +106,7 @@ class HealthServer:
         self._port = port
         self._registry = registry
         self._tasks = TaskGroup("health")
+        self._sampler = TaskGroup("loop-lag")
         self._lag = LoopLag()
         self._lag_limit_s = lag_limit_s
         self._check_timeout_s = check_timeout_s
@@ -141,15 +145,21 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-        self._tasks.spawn(self._lag.run(), name="loop-lag")
+        try:
+            await web.TCPSite(self._runner, self._host, self._port).start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._sampler.spawn(self._lag.run(), name="sample")
         log.info("metrics at http://%s:%d/metrics, health at /healthz", self._host, self.port)
 
     async def stop(self) -> None:
-        """Stop listening, then stop the probe and any check still running."""
+        """Stop listening and sampling, then let the checks still running end."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self._sampler.cancel_all()
+        await self._tasks.wait(STOP_WAIT_S)
         await self._tasks.cancel_all()
 
     async def _metrics(self, _request: web.Request) -> web.Response:

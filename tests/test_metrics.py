@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.__main__ import main
 from bot.config import parse_settings
 from bot.errors import ConfigError
-from tests.harness import ALICE, Harness, running
+from tests.harness import ALICE, Harness, running, toml_text
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -128,6 +129,8 @@ async def test_a_failed_and_a_cancelled_job_are_counted_as_such(tmp_path: Path) 
         await easel.discord.wait_for(
             lambda: second.original is not None and "position" in second.original.content
         )
+        # The first job is rendering (its request reached OpenAI, after the failed one's).
+        await easel.discord.wait_for(lambda: len(easel.openai.requests_to("/images/generations")) == 2)
         assert value(await scrape(base), "easel_queue_depth", backend="openai") == 1
         click = await easel.discord.click(second.original, second.original.custom_ids()[0], user_id=ALICE)
         await easel.discord.wait_for(lambda: click.callback is not None)
@@ -295,3 +298,26 @@ def test_a_listen_address_is_host_and_port(given: str, address: tuple[str, int])
 def test_a_bad_listen_address_names_the_key_and_an_example(given: str) -> None:
     with pytest.raises(ConfigError, match=r'metrics\.listen = .*e\.g\. "127\.0\.0\.1:9108"'):
         listen(given)
+
+
+def test_a_listen_address_in_use_stops_the_bot_with_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.toml"
+        config.write_text(
+            toml_text(
+                {
+                    "discord": {"token": "t", "api_base": "http://127.0.0.1:9/api/v10"},
+                    "storage": {"path": str(tmp_path / "easel.sqlite3")},
+                    "metrics": {"listen": f"127.0.0.1:{port}"},
+                }
+            ),
+            encoding="utf-8",
+        )
+        assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"easel: config error: metrics.listen = '127.0.0.1:{port}': cannot listen there" in err
