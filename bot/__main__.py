@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,6 +18,7 @@ from typing import TextIO
 
 import aiohttp
 import discord
+from prometheus_client import CollectorRegistry
 
 from bot import images
 from bot.app import EaselBot, Services
@@ -29,8 +31,10 @@ from bot.endpoints import point_at
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
+from bot.health import HealthServer, backends_check, gateway_check, store_check
 from bot.jobs import utcnow
 from bot.lifecycle import LocalLifecycle
+from bot.metrics import Metrics
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
 from bot.redact import RedactingFilter
@@ -136,7 +140,13 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         renderers[upscaler.name] = upscaler
         # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
         concurrency[upscaler.name] = 1
-        lifecycle = LocalLifecycle(store, files, settings.queue)
+        # Its own registry, not prometheus_client's global one: two apps in one process (tests)
+        # must not share counts. Recorded whether or not [metrics] serves them: it costs little.
+        metrics = Metrics(CollectorRegistry(), backends=[*renderers, *offline])
+        if settings.local.enabled:
+            metrics.workers_live("local", 0 if "local" in offline else 1)
+        lifecycle = LocalLifecycle(store, files, settings.queue, metrics)
+        metrics.watch_queues(lifecycle)
 
         generating = [
             name for name, r in renderers.items() if Operation.GENERATE in r.capabilities.operations
@@ -165,6 +175,7 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 concurrency=concurrency,
                 tick_s=settings.queue.position_update_s,
                 moderation=moderation,
+                metrics=metrics,
             )
             generation = Generation(
                 store,
@@ -187,14 +198,49 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             )
 
         bot = EaselBot(services)
+        if settings.metrics.enabled:
+            # Stopped after the bot closes (its /healthz then says so) and before the store does.
+            checks = {
+                "gateway": gateway_check(bot),
+                "store": store_check(store),
+                "backends": backends_check(renderers, offline),
+            }
+            try:
+                await stack.enter_async_context(
+                    HealthServer.serving(*settings.metrics.address, metrics.registry, checks)
+                )
+            except OSError as exc:
+                raise listen_error(settings, exc) from None
         stack.push_async_callback(bot.close)
         yield bot
+
+
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The config error for a metrics address Easel cannot listen on."""
+    return ConfigError(
+        f"metrics.listen = {settings.metrics.listen!r}: cannot listen there ({exc.strerror}); "
+        "choose a free port, or an address of this machine"
+    )
+
+
+def check_listen(settings: Settings) -> None:
+    """Refuse a metrics address that is taken or not this machine's, before waiting for Discord."""
+    if not settings.metrics.enabled:
+        return
+    host, port = settings.metrics.address
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        socket.create_server((host, port), family=family).close()
+    except OSError as exc:
+        raise listen_error(settings, exc) from None
 
 
 async def run(settings: Settings) -> None:
     """Wait until Discord answers, then run the bot until it is stopped."""
     stop_on_sigterm()
-    # Before opening anything: a wrong token exits at once, not after a minute of loading a model.
+    # Before opening anything: a wrong token or a taken metrics port exits at once, not after
+    # waiting for Discord or a minute of loading a model.
+    check_listen(settings)
     await wait_for_discord(settings.discord)
     async with open_app(settings) as bot:
         await bot.start(settings.discord.token.reveal())
@@ -287,9 +333,6 @@ def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str
         asyncio.run(run(settings))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass  # Ctrl-C or SIGTERM: open_app has closed everything in order
-    except ConfigError as exc:
-        print(f"easel: {exc}", file=sys.stderr)
-        return 2
     except discord.LoginFailure:
         print(f"easel: Discord refused the token: {TOKEN_HELP}", file=sys.stderr)
         return 2
@@ -298,6 +341,9 @@ def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str
         # (a container's restart policy does) rather than run half-started.
         print(f"easel: Discord went away while logging in ({exc}); start Easel again", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"easel: config error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

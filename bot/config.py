@@ -125,6 +125,24 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Where Prometheus metrics (/metrics) and the health check (/healthz) are served; off when empty."""
+
+    listen: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the metrics and health server runs."""
+        return bool(self.listen)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port of ``listen`` (brackets dropped from an IPv6 host)."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     """Limits on waiting work; over a limit the request is refused, nothing is enqueued."""
 
@@ -192,6 +210,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
     prices: PriceTable = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_level: str = "INFO"
     library_log_level: str = "INFO"
 
@@ -261,6 +280,21 @@ def _url(value: str) -> str | None:
     return None
 
 
+def _host_port(value: str) -> str | None:
+    """Check a ``host:port`` listen address: a host name or IP (IPv6 in brackets) and a port 0 to 65535."""
+    if not value:
+        return None
+    example = 'e.g. "127.0.0.1:9108" (this host only), "0.0.0.0:9108" or "[::1]:9108"; empty: off'
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return f"must be host:port, {example}"
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return f"an IPv6 host goes in brackets, {example}"
+    if host.strip("[]") == "" or any(c.isspace() or c in "/@" for c in host):
+        return f"must be host:port, {example}"
+    return None
+
+
 def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the config file; environment variables override the secrets."""
     env = os.environ if env is None else env
@@ -280,7 +314,18 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
     top = _Section(
         "config",
         raw,
-        {"discord", "openai", "local", "storage", "queue", "limits", "images", "prices", "logging"},
+        {
+            "discord",
+            "openai",
+            "local",
+            "storage",
+            "queue",
+            "limits",
+            "images",
+            "prices",
+            "logging",
+            "metrics",
+        },
     )
     for name in top.data:
         if not isinstance(top.data[name], dict):
@@ -396,6 +441,9 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
     library_level = lg.get("library_level", str, "", lambda v: _log_level(v) if v else None).upper()
     if not library_level:
         library_level = level if LOG_LEVELS.index(level) >= LOG_LEVELS.index("INFO") else "INFO"
+
+    mt = _Section("metrics", raw.get("metrics", {}), {"listen"})
+    metrics = MetricsSettings(listen=mt.get("listen", str, "", _host_port))
     return Settings(
         discord=discord,
         openai=openai,
@@ -405,6 +453,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         limits=limits,
         images=images,
         prices=prices,
+        metrics=metrics,
         log_level=level,
         library_log_level=library_level,
     )

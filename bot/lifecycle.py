@@ -20,6 +20,7 @@ from bot.config import QueueSettings
 from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.files import ImageFiles
 from bot.jobs import Job, JobStatus, NewJob
+from bot.metrics import NO_METRICS, JobMetrics
 from bot.quotas import Admission
 from bot.renderers.base import Capabilities, RenderResult
 from bot.scheduler import FairQueue, Ticket
@@ -115,10 +116,13 @@ class LocalLifecycle:
     has committed, with no await in between, so it never shows a state the store does not hold.
     """
 
-    def __init__(self, store: Store, files: ImageFiles, limits: QueueSettings) -> None:
+    def __init__(
+        self, store: Store, files: ImageFiles, limits: QueueSettings, metrics: JobMetrics = NO_METRICS
+    ) -> None:
         self._store = store
         self._files = files
         self._limits = limits
+        self._metrics = metrics
         self._queues: dict[str, FairQueue] = {}
         # Running jobs (guild, member), kept with the fair order for the queue limits: every job
         # enters and leaves "running" through this class, and a start requeues the ones it finds.
@@ -184,6 +188,7 @@ class LocalLifecycle:
             )
         queue.take(tickets)
         self._running.update((job.id, (job.guild_id, job.user_id)) for job in jobs)
+        self._metrics.jobs_started(jobs)
         return jobs
 
     async def renew(self, job_ids: Sequence[int]) -> None:
@@ -199,6 +204,7 @@ class LocalLifecycle:
         self._running.pop(job.id, None)
         if done.status is JobStatus.CANCELLED:
             await self._files.remove_job(job.id)
+        self._metrics.job_ended(done)
         return done
 
     async def fail(self, job_id: int, reason: str) -> Job:
@@ -206,6 +212,7 @@ class LocalLifecycle:
         job = await self._store.jobs.mark_failed(job_id, reason)
         self._running.pop(job_id, None)
         self._forget(job)
+        self._metrics.job_ended(job)
         return job
 
     async def cancel(self, job_id: int, guild_id: int, user_id: int) -> Job:
@@ -227,6 +234,7 @@ class LocalLifecycle:
                 )
         self._forget(job)
         self.poke(job.backend)
+        self._metrics.job_ended(job)
         return job
 
     async def stopped(self, job_id: int) -> Job:
@@ -234,11 +242,16 @@ class LocalLifecycle:
         job = await self._store.jobs.mark_cancelled(job_id)
         self._running.pop(job_id, None)
         await self._files.remove_job(job_id)
+        self._metrics.job_ended(job)
         return job
 
     async def posted(self, job_id: int, message_id: int, channel_id: int) -> Job:
         """Record the message showing a job's result, settling its charge: never posted again."""
-        return await self._store.jobs.mark_posted(job_id, message_id, channel_id)
+        async with self._store.transaction():
+            job = await self._store.jobs.mark_posted(job_id, message_id, channel_id)
+            usd = await self._store.charges.settled_usd(job_id)
+        self._metrics.job_ended(job, usd)
+        return job
 
     async def notified(self, job_id: int, message_id: int) -> None:
         """Record the message that told a member how their job ended (0: it could not be posted)."""

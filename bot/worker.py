@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from bot.errors import RenderFailed
 from bot.files import ImageFiles
 from bot.jobs import Job, JobStatus
 from bot.lifecycle import JobLifecycle
+from bot.metrics import NO_METRICS, JobMetrics
 from bot.moderation import Moderation
 from bot.renderers.base import (
     BatchRenderer,
@@ -66,8 +68,10 @@ class Worker:
         tick_s: float,
         stop_timeout_s: float = 10.0,
         moderation: Moderation | None = None,
+        metrics: JobMetrics = NO_METRICS,
     ) -> None:
         self._moderation = moderation
+        self._metrics = metrics
         self._lifecycle = lifecycle
         self._store = store
         self._files = files
@@ -214,6 +218,7 @@ class Worker:
             if renderer.capabilities.progress:
                 progress = {job.id: functools.partial(self._delivery.show_progress, job) for job in jobs}
             outcomes: list[RenderResult | RenderFailed]
+            started = time.monotonic()
             if isinstance(renderer, BatchRenderer):
                 outcomes = await renderer.render_batch(requests, progress)
             else:
@@ -221,6 +226,7 @@ class Worker:
                     outcomes = [await renderer.render(requests[0], progress.get(jobs[0].id))]
                 except RenderFailed as exc:
                     outcomes = [exc]
+            self._metrics.batch_rendered(jobs[0].backend, outcomes, time.monotonic() - started)
         except asyncio.CancelledError:
             for job in jobs:
                 current = await asyncio.shield(self._store.jobs.get(job.id))

@@ -56,3 +56,7 @@ class Store:
         """
         async with self._db.transaction():
             yield
+
+    async def check_writable(self) -> None:
+        """Commit a write that changes nothing, raising what a real write would: the health check."""
+        await self._db.check_writable()

@@ -41,6 +41,14 @@ class ChargeStore:
                 ),
             )
 
+    async def settled_usd(self, job_id: int) -> float:
+        """Return the estimated USD a job's settled charge counts (0 when it has none)."""
+        async with self._db.read() as db:
+            row = await (
+                await db.execute("SELECT usd FROM charges WHERE job_id = ? AND state = 'settled'", (job_id,))
+            ).fetchone()
+        return float(row[0]) if row else 0.0
+
     async def member_usage(self, guild_id: int, user_id: int, windows: Windows) -> Usage:
         """Return the quota a member used (reserved or settled) in the current day and week."""
         day, week = windows.day, windows.week

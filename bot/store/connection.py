@@ -101,6 +101,14 @@ class Database:
         async with self._lock:
             yield self._conn
 
+    async def check_writable(self) -> None:
+        """Commit a write that changes nothing; raise what a real write would (locked, disk full, I/O error)."""
+        async with self.transaction() as conn:
+            row = await (await conn.execute("PRAGMA user_version")).fetchone()
+            # Setting the schema version to itself still rewrites the header page, so the commit
+            # appends a frame to the WAL like any write, without a table of its own.
+            await conn.execute(f"PRAGMA user_version = {int(row[0]) if row else 0}")
+
     async def _migrate(self) -> None:
         folder = resources.files("bot") / "migrations"
         scripts = sorted(

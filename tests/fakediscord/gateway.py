@@ -62,6 +62,8 @@ class Gateway:
         self.sessions: dict[str, Session] = {}
         self.refusals = 0
         self.refused = 0
+        self.accepting = asyncio.Event()
+        self.accepting.set()
 
     def live_session(self, shard_id: int) -> Session | None:
         """Return the session of a shard whose socket is up and ready."""
@@ -94,6 +96,8 @@ class Gateway:
             self.refused += 1
             self._fake._notify()
             return web.Response(status=503, text="503 Service Unavailable")
+        # A paused gateway leaves the handshake unanswered, as an unreachable Discord would.
+        await self.accepting.wait()
         ws = web.WebSocketResponse(max_msg_size=0, compress=False)
         await ws.prepare(raw)
         self._fake.gateway_queries.append(dict(raw.query))

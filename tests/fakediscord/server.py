@@ -283,6 +283,7 @@ class FakeDiscord:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for hold in self._holds:
             hold.drop()
+        self.resume_gateway()
         await self._gateway.close_all(1001, "fakediscord closing")
         if self._runner is not None:
             await self._runner.cleanup()
@@ -488,6 +489,14 @@ class FakeDiscord:
     async def disconnect_bot(self, code: int = 4000) -> None:
         """Close the bot's gateway sockets from the server side; 4000 lets discord.py RESUME."""
         await self._gateway.close_all(code, "fakediscord: disconnect_bot")
+
+    def pause_gateway(self) -> None:
+        """Leave new gateway connections (the bot's reconnects) waiting until ``resume_gateway``."""
+        self._gateway.accepting.clear()
+
+    def resume_gateway(self) -> None:
+        """Let waiting and new gateway connections through again."""
+        self._gateway.accepting.set()
 
     async def slash(
         self,
