@@ -211,9 +211,14 @@ class Moderation:
 
     async def _write(self, who: Requester, key: str, update: Callable[[Any], Any]) -> Change:
         default = guild_settings.BY_KEY[key].default
-        before, after = await self._store.charges.update_guild_setting(
-            who.guild_id, key, default, update, who.user_id
-        )
+        # Read, change and write in one transaction: two moderators editing one list at once
+        # both keep their edit. ``update`` raises to change nothing.
+        async with self._store.transaction():
+            before = await self._store.charges.guild_setting(who.guild_id, key, default)
+            after = update(before)
+            await self._store.charges.put_guild_setting(
+                who.guild_id, key, after, default=default, by=who.user_id
+            )
         self._cache.pop(who.guild_id, None)
         change = Change(key, guild_settings.show(key, before), guild_settings.show(key, after))
         log.info("guild %d: member %d set %s", who.guild_id, who.user_id, key)

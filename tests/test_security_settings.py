@@ -152,9 +152,7 @@ async def test_an_audit_channel_of_another_server_stored_earlier_is_never_posted
     # Stored before settings checked channels: guild B's audit channel is guild A's.
     await easel.stop_bot()
     async with Store.open(easel.settings.storage.path) as store:
-        await store.charges.update_guild_setting(
-            GUILD_B, "audit_channel", None, lambda _old: CHANNEL_A, CAROL
-        )
+        await store.charges.put_guild_setting(GUILD_B, "audit_channel", CHANNEL_A, default=None, by=CAROL)
     await easel.start_bot()
     caplog.set_level(logging.INFO)
 
@@ -196,9 +194,7 @@ async def test_a_recursive_pattern_stored_earlier_refuses_prompts_until_a_modera
     # nor lock the server out of /settings (a failed load would refuse every command, unblocking too).
     await easel.stop_bot()
     async with Store.open(easel.settings.storage.path) as store:
-        await store.charges.update_guild_setting(
-            GUILD_A, "blocked_patterns", [], lambda _old: ["a(?R)?b"], CAROL
-        )
+        await store.charges.put_guild_setting(GUILD_A, "blocked_patterns", ["a(?R)?b"], default=[], by=CAROL)
     await easel.start_bot()
 
     inter = await easel.imagine("a lighthouse")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -104,36 +103,30 @@ class ChargeStore:
             cur = await db.execute("SELECT key, value FROM guild_settings WHERE guild_id = ?", (guild_id,))
             return {str(r[0]): json.loads(r[1]) for r in await cur.fetchall()}
 
-    async def update_guild_setting(
-        self, guild_id: int, key: str, default: Any, update: Callable[[Any], Any], by: int
-    ) -> tuple[Any, Any]:
-        """Change one setting from its current value in one transaction; return (before, after).
+    async def guild_setting(self, guild_id: int, key: str, default: Any) -> Any:
+        """Return one setting of a guild, or ``default`` when it was never changed."""
+        async with self._db.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT value FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key)
+            )
+        row = next(iter(rows), None)
+        return json.loads(row[0]) if row else default
 
-        ``update`` gets the current value (``default`` when unset) and returns the new one, or raises
-        to change nothing. Storing the default deletes the row, so two moderators editing one list
-        at once both keep their edit.
-        """
+    async def put_guild_setting(self, guild_id: int, key: str, value: Any, *, default: Any, by: int) -> None:
+        """Store one setting; storing its default deletes the row, so the guild follows later defaults."""
         async with self._db.transaction() as db:
-            row = await (
-                await db.execute(
-                    "SELECT value FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key)
-                )
-            ).fetchone()
-            before = json.loads(row[0]) if row else default
-            after = update(before)
-            if after == default:
+            if value == default:
                 await db.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key))
-            else:
-                await db.execute(
-                    """
-                    INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
-                    VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (guild_id, key) DO UPDATE SET
-                        value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-                    """,
-                    (guild_id, key, json.dumps(after), utcnow().isoformat(), by),
-                )
-            return before, after
+                return
+            await db.execute(
+                """
+                INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by)
+                VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (guild_id, key) DO UPDATE SET
+                    value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+                """,
+                (guild_id, key, json.dumps(value), utcnow().isoformat(), by),
+            )
 
     # -- ban notices -----------------------------------------------------------------------------
 
