@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -171,26 +171,15 @@ class Delivery:
         That process may have died between the edit and recording it. Channel posts need no
         such check: their nonce makes Discord return the earlier message instead of a new one.
         """
-        it = job.interaction
-        if (
-            job.id not in self._inherited
-            or it is None
-            or it.message_id is None
-            or not it.token_valid(self._clock())
-        ):
+        if job.id not in self._inherited:
             return None
-        webhook = discord.Webhook.partial(it.application_id, it.token, client=self._client)
-        try:
-            message = await webhook.fetch_message(it.message_id)
-        except (discord.NotFound, discord.Forbidden) as exc:
-            log.info("job %d: interaction message unavailable (%s); posting anew", job.id, exc.status)
-            return None
-        except discord.HTTPException as exc:
-            if exc.status == 401:
-                return None
-            raise  # unknown whether it was posted: leave the job for the next attempt
+        # Another error than "gone" leaves it unknown whether it was posted: the job waits for
+        # the next attempt.
+        message = await self._on_status_message(job, lambda hook, message_id: hook.fetch_message(message_id))
         prefix = f"easel-{job.id}."
-        return message if any(a.filename.startswith(prefix) for a in message.attachments) else None
+        if message is None or not any(a.filename.startswith(prefix) for a in message.attachments):
+            return None
+        return message
 
     async def notify_ended(self, job: Job) -> None:
         """Tell the member their job failed or was cancelled, once."""
@@ -252,12 +241,22 @@ class Delivery:
 
     async def _edit_status(self, job: Job, **fields: Any) -> discord.Message | None:
         """Edit the job's interaction response; None when the token expired or the message is gone."""
+        return await self._on_status_message(
+            job,
+            lambda hook, message_id: hook.edit_message(message_id, allowed_mentions=NO_MENTIONS, **fields),
+        )
+
+    async def _on_status_message(
+        self, job: Job, call: Callable[[discord.Webhook, int], Awaitable[discord.Message]]
+    ) -> discord.Message | None:
+        """Run ``call`` on the job's interaction response; None when its token or the message is gone."""
         it = job.interaction
         if it is None or it.message_id is None or not it.token_valid(self._clock()):
             return None
-        webhook = discord.Webhook.partial(it.application_id, it.token, client=self._client)
         try:
-            return await webhook.edit_message(it.message_id, allowed_mentions=NO_MENTIONS, **fields)
+            return await call(
+                discord.Webhook.partial(it.application_id, it.token, client=self._client), it.message_id
+            )
         except (discord.NotFound, discord.Forbidden) as exc:
             # 404: the member deleted the message; 401/403: the token expired early. Fall back.
             log.info("job %d: interaction message unavailable (%s); using the channel", job.id, exc.status)
