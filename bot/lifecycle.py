@@ -178,6 +178,8 @@ class LocalLifecycle:
     async def claim(self, backend: str, caps: Capabilities) -> list[Job]:
         """Take the next job in fair order for ``backend``, with the jobs that may share its call."""
         queue = self._queue(backend)
+        if queue.head() is None:
+            return []  # an idle slot asks often: no transaction for an empty line
         # Picking inside the transaction: no cancel can commit between the pick and the write.
         async with self._store.transaction():
             tickets = queue.pick(caps if caps.max_batch > 1 else None)
