@@ -7,6 +7,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
+from bot.errors import RenderFailed
+from bot.remote import wire
+from bot.remote.worker import ensure_group
+from bot.renderers.base import Capabilities, RenderResult
 from tests.conftest import RedisServer
 from tests.fakediscord import Interaction, Message
 from tests.harness import ALICE, BOB, GUILD_A, GUILD_B, Harness, image_of, running
@@ -100,3 +106,43 @@ async def test_a_worker_frozen_past_its_lease_then_resumed_posts_nothing_twice(
             await pool.until(pool.idle, why="every entry acknowledged")
             await pool.until(lambda: "lease lost" in frozen.log.read_text(), why="the frozen worker gave up")
             assert posts(easel, job_id(result)) == 1
+
+
+async def test_the_bot_posts_only_real_images_whatever_a_worker_sends(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # The test is the worker here: it announces itself and answers with what no real worker sends.
+    client = Redis.from_url(redis_server.url)
+    caps = Capabilities(sizes=((64, 64),), max_batch=1, progress=True, cancellable=True)
+    await client.hset(
+        wire.announcement("liar"), mapping={"model": "m", "capabilities": wire.encode_capabilities(caps)}
+    )
+    await client.sadd(wire.WORKERS, "liar")
+    await client.set(wire.heartbeat("liar"), "1", ex=60)
+    await ensure_group(client, wire.stream("m", 64, 64), wire.WORKERS_GROUP)
+    try:
+        async with running(tmp_path, redis={"url": redis_server.url}) as easel:
+            answers = [
+                RenderResult((b"<html>not an image</html>",)),
+                RenderFailed("@everyone see <https://evil.example> **now**"),
+            ]
+            inters = []
+            for answer in answers:
+                inter = await easel.imagine("anything", backend="local")
+                read = await client.xreadgroup(
+                    wire.WORKERS_GROUP, "liar", {wire.stream("m", 64, 64): ">"}, count=1, block=20_000
+                )
+                [entry] = wire.entries(read)
+                batch_id, requests = wire.decode_batch(entry.fields)
+                fields = wire.encode_completion(batch_id, [requests[0].job_id], [answer])
+                await client.xadd(wire.COMPLETIONS, fields)  # type: ignore[arg-type]
+                inters.append(inter)
+            bogus, rude = inters
+            await easel.discord.wait_for(lambda: "not a valid image" in shown(bogus), timeout=20)
+            await easel.discord.wait_for(lambda: "see" in shown(rude) and "evil" in shown(rude), timeout=20)
+            assert "@everyone" not in shown(rude)
+            assert "<https" not in shown(rude)
+            assert "**" not in shown(rude)
+            assert not [r for r in easel.discord.requests if r.result_job is not None]
+    finally:
+        await client.aclose()

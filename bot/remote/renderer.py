@@ -106,6 +106,7 @@ class RemoteRenderer:
         self._reporting: dict[int, asyncio.Task[None]] = {}
         self._unacked: dict[str, tuple[str, list[int]]] = {}  # completion entry -> (batch, jobs)
         self._slots = LiveSlots()
+        self._closing = False
         self._tasks = TaskGroup("remote")
 
     @property
@@ -150,6 +151,10 @@ class RemoteRenderer:
 
     async def close(self) -> None:
         """Stop watching; batches still out are left in Redis."""
+        # The loops end on their own within a blocking read (1 s): cancelling redis-py inside a
+        # blocking XREADGROUP can leave the task hanging in its disconnect.
+        self._closing = True
+        await self._tasks.wait(2 * BLOCK_MS / 1000 + 1)
         await self._tasks.cancel_all()
 
     @property
@@ -266,7 +271,7 @@ class RemoteRenderer:
         self._slots.resize(len(now))
 
     async def _watch_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(WATCH_S)
             try:
                 await self._refresh()
@@ -284,7 +289,7 @@ class RemoteRenderer:
     async def _completion_loop(self) -> None:
         # "0" first: completions this bot read before a restart but never acknowledged.
         start = "0"
-        while True:
+        while not self._closing:
             try:
                 read: Any = await self._client.xreadgroup(
                     wire.BOT_GROUP, "bot", {wire.COMPLETIONS: start}, count=16, block=BLOCK_MS
@@ -337,11 +342,17 @@ class RemoteRenderer:
         return True
 
     async def _progress_loop(self) -> None:
-        pubsub = self._client.pubsub()
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.psubscribe(wire.PROGRESS_PATTERN)
         try:
-            async for message in pubsub.listen():
-                if message.get("type") != "pmessage":
+            while not self._closing:
+                try:
+                    message = await pubsub.get_message(timeout=BLOCK_MS / 1000)
+                except Exception:
+                    log.warning("reading progress failed; trying again", exc_info=True)
+                    await asyncio.sleep(WATCH_S)
+                    continue
+                if message is None or message.get("type") != "pmessage":
                     continue
                 with contextlib.suppress(ValueError):
                     job_id = int(message["channel"].rsplit(b":", 1)[1])

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from pathlib import PurePath
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from bot.config import Settings
 from bot.errors import RenderFailed
@@ -78,6 +79,11 @@ class RemoteWorker:
         self._renew = client.register_script(scripts.RENEW)
         self._complete = client.register_script(scripts.COMPLETE)
         self._done = 0
+        self._closing = False
+
+    def stop(self) -> None:
+        """Stop taking batches; ``run`` returns once the current one is published (or its lease lapses)."""
+        self._closing = True
 
     async def run(self) -> None:
         """Announce this worker, then take batches until cancelled."""
@@ -88,12 +94,21 @@ class RemoteWorker:
         self._tasks.spawn(self._cancel_loop(), name="cancels")
         log.info("worker %s serving %s on %d stream(s)", self._name, self._model, len(self._streams))
         try:
-            while True:
-                taken = await self._take()
-                if taken is not None:
-                    await self._serve(*taken)
+            while not self._closing:
+                try:
+                    taken = await self._take()
+                    if taken is not None:
+                        await self._serve(*taken)
+                except RedisError:
+                    # Redis restarting (from its AOF) or unreachable a moment. A batch taken is
+                    # still leased to this worker, and comes back to one once the lease lapses.
+                    log.warning("talking to Redis failed; trying again in 1s", exc_info=True)
+                    await asyncio.sleep(1)
         finally:
+            self._closing = True
+            await self._tasks.wait(BLOCK_MS / 1000 + 1)
             await self._tasks.cancel_all()
+        log.info("worker %s stopped", self._name)
 
     async def _announce(self) -> None:
         caps = self._renderer.capabilities
@@ -119,7 +134,7 @@ class RemoteWorker:
         await self._client.set(wire.heartbeat(self._name), "1", px=self._lease_ms)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._lease_ms / 3000)
             try:
                 await self._beat()
@@ -128,11 +143,17 @@ class RemoteWorker:
 
     async def _cancel_loop(self) -> None:
         """Pass cancels on to the renderer: it stops the call within a step once all its jobs are cancelled."""
-        pubsub = self._client.pubsub()
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(wire.CANCEL_CHANNEL)
         try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
+            while not self._closing:
+                try:
+                    message = await pubsub.get_message(timeout=BLOCK_MS / 1000)
+                except RedisError:
+                    log.warning("reading cancels failed; trying again", exc_info=True)
+                    await asyncio.sleep(1)
+                    continue
+                if message is None or message.get("type") != "message":
                     continue
                 with contextlib.suppress(ValueError):
                     job_id = int(message["data"])
@@ -250,11 +271,18 @@ class RemoteWorker:
         """Announce the results and retire the entry in one owner-fenced step; False when the lease is gone."""
         fields = wire.encode_completion(batch_id, job_ids, outcomes)
         flat = [part for pair in fields.items() for part in pair]
-        done = await self._complete(
-            keys=[stream, wire.lease(stream, entry_id), wire.COMPLETIONS],
-            args=[self._name, wire.WORKERS_GROUP, entry_id, *flat],
-        )
-        return bool(done)
+        while True:
+            try:
+                done = await self._complete(
+                    keys=[stream, wire.lease(stream, entry_id), wire.COMPLETIONS],
+                    args=[self._name, wire.WORKERS_GROUP, entry_id, *flat],
+                )
+            except RedisError:
+                # The script runs whole or not at all: trying again cannot publish twice.
+                log.warning("publishing batch %s failed; trying again in 1s", entry_id, exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            return bool(done)
 
 
 async def serve(settings: Settings) -> None:
@@ -263,10 +291,13 @@ async def serve(settings: Settings) -> None:
     renderer, timings = await LocalRenderer.load(settings.local)
     log.info("worker %s: model ready (%s)", name, json.dumps({k: round(v, 2) for k, v in timings.items()}))
     client = Redis.from_url(settings.redis.url.reveal())
+    worker = RemoteWorker(
+        client, renderer, name=name, model=settings.local.model, lease_s=settings.worker.lease_s
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
     try:
-        worker = RemoteWorker(
-            client, renderer, name=name, model=settings.local.model, lease_s=settings.worker.lease_s
-        )
         await worker.run()
     finally:
         await renderer.close()
