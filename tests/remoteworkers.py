@@ -51,6 +51,7 @@ class Workers:
         path = self.directory / f"worker-{name}.toml"
         path.write_text(toml_text(config), encoding="utf-8")
         log = self.directory / f"worker-{name}.log"
+        since = await self.client.hget(wire.announcement(name), "started")  # type: ignore[misc]
         with log.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -65,8 +66,15 @@ class Workers:
             )
         worker = WorkerProcess(name, process, log)
         self.started.append(worker)
-        await self.until(lambda: self.live(name), timeout=90, why=f"worker {name} live", worker=worker)
+        await self.until(
+            lambda: self.announced(name, since), timeout=90, why=f"worker {name} live", worker=worker
+        )
         return worker
+
+    async def announced(self, name: str, since: bytes | None) -> bool:
+        """Whether a worker started after ``since`` (a killed one's heartbeat outlives it) is live."""
+        started = await self.client.hget(wire.announcement(name), "started")  # type: ignore[misc]
+        return started != since and await self.live(name)
 
     async def live(self, name: str) -> bool:
         """Whether the worker's heartbeat key is present."""

@@ -40,6 +40,14 @@ def shown(inter: Interaction) -> str:
     return inter.original.content if inter.original is not None else ""
 
 
+def took(log: Path, job: int, delivery: str) -> bool:
+    """Whether a worker's log shows it started rendering ``job`` on this delivery (e.g. "delivery 2)")."""
+    return any(
+        f"jobs [{job}]: rendering" in line and line.endswith(delivery)
+        for line in log.read_text().splitlines()
+    )
+
+
 def posts(easel: Harness, job: int) -> int:
     return len(easel.discord.result_posts(job))
 
@@ -146,3 +154,32 @@ async def test_the_bot_posts_only_real_images_whatever_a_worker_sends(
             assert not [r for r in easel.discord.requests if r.result_job is not None]
     finally:
         await client.aclose()
+
+
+async def test_a_job_that_crashes_every_worker_is_given_up_with_one_message(
+    tmp_path: Path, tiny_model: Path, redis_server: RedisServer
+) -> None:
+    slow = local(tiny_model, steps=200, resolution=256)
+    async with workers(redis_server, tmp_path) as pool:
+        worker = await pool.start("gpu-1", slow, lease_s=1.0)
+        async with running(tmp_path, redis={"url": redis_server.url}) as easel:
+            poison = await easel.imagine("crashes the GPU", user=ALICE, guild=GUILD_A, backend="local")
+            # Each delivery kills the worker that took it, as a poison job would.
+            for delivery in range(1, wire.MAX_DELIVERIES + 1):
+                log, wanted = worker.log, f"delivery {delivery})"
+                await pool.until(
+                    lambda log=log, wanted=wanted: took(log, 1, wanted), timeout=60, why=f"job 1 {wanted}"
+                )
+                if delivery == 1:
+                    # Waits in the fair queue while the poison job holds the only worker.
+                    fine = await easel.imagine("a quiet lake", user=BOB, guild=GUILD_B, backend="local")
+                worker.signal(signal.SIGKILL)
+                await worker.process.wait()
+                worker = await pool.start("gpu-1", slow, lease_s=1.0)
+            await easel.discord.wait_for(lambda: "gave up on it" in shown(poison), timeout=60)
+            result = await easel.result_of(fine, timeout=60)
+            assert posts(easel, job_id(result)) == 1
+            assert not easel.discord.result_requests(1)
+            failures = [m for m in easel.discord.messages.values() if "gave up on it" in m.content]
+            assert len(failures) == 1
+            await pool.until(pool.idle, why="every entry acknowledged")
