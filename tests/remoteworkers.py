@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.remote import wire
 from tests.conftest import RedisServer
@@ -120,9 +121,12 @@ class Workers:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
+            try:
+                result = check()
+                if asyncio.iscoroutine(result):
+                    result = await result
+            except RedisConnectionError:
+                result = False  # the server was restarted under the client: its next try reconnects
             if result:
                 return
             if worker is not None and worker.process.returncode is not None:

@@ -183,3 +183,20 @@ async def test_a_job_that_crashes_every_worker_is_given_up_with_one_message(
             failures = [m for m in easel.discord.messages.values() if "gave up on it" in m.content]
             assert len(failures) == 1
             await pool.until(pool.idle, why="every entry acknowledged")
+
+
+async def test_redis_killed_mid_render_and_restarted_from_its_aof_loses_nothing(
+    tmp_path: Path, tiny_model: Path, redis_server: RedisServer
+) -> None:
+    slow = local(tiny_model, steps=100, resolution=512, progress_interval_s=1.0)
+    async with workers(redis_server, tmp_path) as pool:
+        await pool.start("gpu-1", slow)
+        async with running(tmp_path, redis={"url": redis_server.url}) as easel:
+            inter = await easel.imagine("through the storm", backend="local", seed=7)
+            await pool.until(lambda: pool.holder(1), why="job 1 taken")
+            await easel.discord.wait_for(lambda: STEP.search(shown(inter)) is not None, timeout=30)
+            redis_server.kill()
+            redis_server.start()
+            result = await easel.result_of(inter, timeout=90)
+            assert posts(easel, job_id(result)) == 1
+            await pool.until(pool.idle, why="every entry acknowledged")
