@@ -15,10 +15,12 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import discord
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from bot import images
 from bot.app import EaselBot, Services
@@ -38,6 +40,8 @@ from bot.metrics import Metrics
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
 from bot.redact import RedactingFilter
+from bot.remote import worker as remote_worker
+from bot.remote.renderer import RemoteRenderer
 from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
@@ -65,7 +69,14 @@ def operator_logging(settings: Settings, stream: TextIO | None = None) -> Iterat
     levels = {name: logging.getLogger(name).level for name in ("", *OWN_LOGGERS)}
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RedactingFilter(settings.discord.token.reveal(), settings.openai.api_key.reveal()))
+    handler.addFilter(
+        RedactingFilter(
+            settings.discord.token.reveal(),
+            settings.openai.api_key.reveal(),
+            settings.redis.url.reveal(),
+            unquote(urlsplit(settings.redis.url.reveal()).password or ""),
+        )
+    )
     root.addHandler(handler)
     root.setLevel(settings.library_log_level)
     for name in OWN_LOGGERS:
@@ -120,7 +131,14 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         renderers: dict[str, Renderer] = {}
         concurrency: dict[str, int] = {}
         offline: dict[str, str] = {}
-        if settings.local.enabled:
+        if settings.redis.enabled:
+            # The local backend's renders go to remote workers; this process loads no model.
+            client = await stack.enter_async_context(Redis.from_url(settings.redis.url.reveal()))
+            remote = RemoteRenderer(client, store, max_pixels=settings.images.upscale_max_pixels)
+            await remote.start()
+            stack.push_async_callback(remote.close)
+            renderers[remote.name] = remote
+        elif settings.local.enabled:
             try:
                 local, _ = await LocalRenderer.load(settings.local)
             except ConfigError as exc:
@@ -285,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bot", description="Easel, a Discord image-generation bot."
     )
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "check-config", "render"))
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=("run", "check-config", "render", "worker")
+    )
     parser.add_argument("prompt", nargs="?", default="", help="render: the prompt")
     parser.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="path to the TOML config file"
@@ -298,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     # results and interaction tokens, so other users of the host may not read them.
     os.umask(0o077)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, worker=args.command == "worker")
         warnings = check_openai(settings)
         if args.command in ("run", "check-config"):
             check_storage(settings.storage)
@@ -325,6 +345,8 @@ def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str
         return 0
     if args.command == "render":
         return render_command(settings, args.backend, args.prompt, args.out, args.seed)
+    if args.command == "worker":
+        return worker_command(settings)
     if not settings.openai.enabled and not settings.local.enabled:
         log.warning(
             "no image backend is configured: set [openai] api_key or [local] model so members can generate"
@@ -344,6 +366,24 @@ def run_command(args: argparse.Namespace, settings: Settings, warnings: list[str
     except ConfigError as exc:
         print(f"easel: config error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def worker_command(settings: Settings) -> int:
+    """``python -m bot worker``: render the local backend's jobs for a bot elsewhere, through Redis."""
+    if not settings.redis.enabled:
+        print("easel: a worker needs [redis] url (or REDIS_URL) to find its bot", file=sys.stderr)
+        return 2
+    if not settings.local.enabled:
+        print("easel: a worker needs [local] model, the model it renders with", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(remote_worker.serve(settings))
+    except KeyboardInterrupt:
+        pass
+    except ConfigError as exc:
+        print(f"easel: worker: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
@@ -113,6 +114,26 @@ DB_NAME = "easel.sqlite3"
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """Where remote render workers meet the bot; off (everything in-process) when ``url`` is empty."""
+
+    url: Secret = field(default_factory=lambda: Secret(""))  # its password may be in the URL
+
+    @property
+    def enabled(self) -> bool:
+        """Whether jobs for the local backend go to remote workers."""
+        return bool(self.url.reveal())
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """This machine as a remote render worker (``python -m bot worker``)."""
+
+    name: str = ""  # empty: the host name
+    lease_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Where jobs and images live."""
 
@@ -211,6 +232,8 @@ class Settings:
     images: ImageSettings = field(default_factory=ImageSettings)
     prices: PriceTable = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     log_level: str = "INFO"
     library_log_level: str = "INFO"
 
@@ -295,8 +318,24 @@ def _host_port(value: str) -> str | None:
     return None
 
 
-def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Load and validate the config file; environment variables override the secrets."""
+def _redis_url(value: str) -> str | None:
+    # Never echo the value: it may hold the password.
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        return "must start with redis://, rediss:// (TLS) or unix://"
+    return None
+
+
+def _worker_name(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        return "must be 1 to 64 letters, digits, dots, dashes or underscores"
+    return None
+
+
+def load_settings(path: Path, env: Mapping[str, str] | None = None, *, worker: bool = False) -> Settings:
+    """Load and validate the config file; environment variables override the secrets.
+
+    A render worker (``worker``) never talks to Discord, so it needs no token.
+    """
     env = os.environ if env is None else env
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -306,10 +345,12 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_settings(raw, env, base_dir=path.parent)
+    return parse_settings(raw, env, base_dir=path.parent, worker=worker)
 
 
-def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path) -> Settings:
+def parse_settings(
+    raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: Path, worker: bool = False
+) -> Settings:
     """Build Settings from parsed TOML; every error names the key and the fix."""
     top = _Section(
         "config",
@@ -325,6 +366,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
             "prices",
             "logging",
             "metrics",
+            "redis",
+            "worker",
         },
     )
     for name in top.data:
@@ -333,7 +376,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
 
     d = _Section("discord", raw.get("discord", {}), {"token", "api_base", "gateway_url", "dev_guild_ids"})
     token = env.get("DISCORD_TOKEN") or d.get("token", str, "")
-    if not token:
+    if not token and not worker:
         raise ConfigError(f"discord.token is missing: {TOKEN_HELP}")
     guild_ids = d.get("dev_guild_ids", list, [])
     if not all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in guild_ids):
@@ -434,6 +477,19 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
 
     prices = _prices(raw["prices"]) if "prices" in raw else PriceTable(DEFAULT_PRICES)
 
+    rs = _Section("redis", raw.get("redis", {}), {"url"})
+    redis = RedisSettings(url=Secret(env.get("REDIS_URL") or rs.get("url", str, "")))
+    if problem := _redis_url(redis.url.reveal()):
+        # Not _Section's check: its message would print the value, password and all.
+        raise ConfigError(f"redis.url (or REDIS_URL) {problem}")
+    wk = _Section("worker", raw.get("worker", {}), {"name", "lease_s"})
+    workers = WorkerSettings(
+        name=wk.get("name", str, "", _worker_name),
+        lease_s=wk.get(
+            "lease_s", float, WorkerSettings().lease_s, lambda v: None if v >= 1 else "must be at least 1"
+        ),
+    )
+
     lg = _Section("logging", raw.get("logging", {}), {"level", "library_level"})
     level = lg.get("level", str, "INFO", _log_level).upper()
     # At DEBUG, libraries log interaction tokens, gateway payloads and every SQL query: they
@@ -454,6 +510,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], *, base_dir: 
         images=images,
         prices=prices,
         metrics=metrics,
+        redis=redis,
+        worker=workers,
         log_level=level,
         library_log_level=library_level,
     )

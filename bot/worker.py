@@ -21,10 +21,12 @@ from bot.moderation import Moderation
 from bot.renderers.base import (
     BatchRenderer,
     Operation,
+    Paced,
     ProgressCallback,
     Renderer,
     RenderRequest,
     RenderResult,
+    Slots,
 )
 from bot.store import Store
 from bot.tasks import TaskGroup
@@ -175,12 +177,17 @@ class Worker:
 
     async def _slot_loop(self, backend: str) -> None:
         renderer = self._renderers[backend]
-        caps = renderer.capabilities
-        if not isinstance(renderer, BatchRenderer):
-            caps = replace(caps, max_batch=1)
-        slots = asyncio.Semaphore(self._concurrency.get(backend, 1))
+        # Remote workers come and go: their backend's slots and capabilities follow the live ones.
+        slots: Slots = (
+            renderer.slots
+            if isinstance(renderer, Paced)
+            else asyncio.Semaphore(self._concurrency.get(backend, 1))
+        )
         while True:
             await slots.acquire()
+            caps = renderer.capabilities
+            if not isinstance(renderer, BatchRenderer):
+                caps = replace(caps, max_batch=1)
             try:
                 jobs = await self._lifecycle.claim(backend, caps)
             except Exception:
@@ -202,7 +209,7 @@ class Worker:
                 self._running[job_id] = (backend, task)
             task.add_done_callback(functools.partial(self._render_done, ids, slots))
 
-    def _render_done(self, job_ids: list[int], slots: asyncio.Semaphore, _task: asyncio.Task[None]) -> None:
+    def _render_done(self, job_ids: list[int], slots: Slots, _task: asyncio.Task[None]) -> None:
         for job_id in job_ids:
             self._running.pop(job_id, None)
             self._rendering.discard(job_id)

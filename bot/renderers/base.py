@@ -130,3 +130,29 @@ class BatchRenderer(Renderer, Protocol):
     def cancel(self, job_id: int) -> None:
         """Stop a running job's part of its call (the call stops once all its jobs are cancelled)."""
         ...
+
+
+class Slots(Protocol):
+    """Render slots: ``acquire`` waits for a free one (``asyncio.Semaphore`` is one)."""
+
+    async def acquire(self) -> object:
+        """Wait for a free slot and take it."""
+        ...
+
+    def release(self) -> None:
+        """Give a slot back."""
+        ...
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A renderer whose capacity changes while the bot runs (remote workers come and go).
+
+    The bot's Worker takes its render slots from ``slots`` instead of a fixed count, and reads
+    ``capabilities`` again before each claim.
+    """
+
+    @property
+    def slots(self) -> Slots:
+        """The slots of this backend; one per batch it may render at once."""
+        ...
