@@ -57,12 +57,19 @@ class _Generate(commands.Cog):
         backend: str | None,
     ) -> None:
         """Acknowledge, queue the job, and show the member their place in line."""
-        message_id = await defer_public(interaction)
-        job = await self.services.generation.imagine(
+        gen = self.services.generation
+        who = requester(interaction)
+        if (await gen.preferences.get(who.guild_id, who.user_id)).private:
+            # /prefer private: the status and the result are edits of this ephemeral response.
+            response = await interaction.response.defer(thinking=True, ephemeral=True)
+            message_id = response.message_id if response is not None else None
+        else:
+            message_id = await defer_public(interaction)
+        job = await gen.imagine(
             requester(interaction, message_id),
             prompt,
             negative=negative or "",
-            aspect=aspect.value if aspect else "square",
+            aspect=aspect.value if aspect else None,
             count=count,
             seed=seed,
             quality=quality.value if quality else "",
