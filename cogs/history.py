@@ -34,7 +34,7 @@ def page_message(page: HistoryPage) -> tuple[str, discord.ui.View]:
     return "\n".join(lines), view
 
 
-class PageButton(EaselButton, template=template(Action.HISTORY)):
+class HistoryButton(EaselButton, template=template(Action.HISTORY)):
     """Previous/Next: turn to the stored page the button names."""
 
     async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
@@ -64,7 +64,7 @@ class RecallButton(EaselButton, template=template(Action.RECALL)):
         )
 
 
-BUTTONS = (PageButton, RecallButton)
+BUTTONS = (HistoryButton, RecallButton)
 
 
 class History(commands.Cog):
