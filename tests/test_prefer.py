@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ALICE, BOB, GUILD_B, NO_PINGS, Harness, running, said
+from tests.harness import ALICE, BOB, CHANNEL_A, GUILD_A, GUILD_B, NO_PINGS, Harness, running, said
+from tests.test_e2e import png
 
 
 @pytest.fixture
@@ -122,3 +123,20 @@ async def test_preferences_survive_a_restart(easel: Harness) -> None:
     assert "Negative prompt added to every request: rain" in await said(easel, "prefer show", user=ALICE)
     fields = await generated(easel, "a dry street")
     assert fields["prompt"].endswith("Avoid: rain")
+
+
+async def test_variations_take_the_count_negative_prompt_and_privacy(easel: Harness) -> None:
+    await said(easel, "prefer set", user=ALICE, count=2, negative="frames", private=True)
+    upload = easel.discord.attachment(png(), "cat.png", "image/png")
+    inter = await easel.discord.slash(
+        guild_id=GUILD_A,
+        channel_id=CHANNEL_A,
+        user_id=ALICE,
+        name="variation",
+        options={"image": upload, "prompt": "in watercolour"},
+    )
+    result = await easel.result_of(inter)
+    assert result.ephemeral
+    edit = easel.openai.requests_to("/images/edits")[-1]
+    assert edit.fields["prompt"].endswith("Avoid: frames")
+    assert int(edit.fields["n"]) == 2
