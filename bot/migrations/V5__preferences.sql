@@ -14,12 +14,14 @@ CREATE TABLE preferences (
 
 -- /history pages behind Previous/Next buttons: a button carries one row's id, the row says
 -- whose page it is, which page and what the member searched for (custom ids carry ids only).
+-- One row per distinct page, reused by every button that leads there.
 CREATE TABLE history_pages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     guild_id    INTEGER NOT NULL,
     user_id     INTEGER NOT NULL,
     search      TEXT    NOT NULL,
-    page        INTEGER NOT NULL
+    page        INTEGER NOT NULL,
+    UNIQUE (guild_id, user_id, search, page)
 );
 
 -- /history lists a member's jobs newest first.

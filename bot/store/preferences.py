@@ -77,14 +77,18 @@ class PreferenceStore:
         return [job_from_row(row) for row in rows]
 
     async def add_history_page(self, guild_id: int, user_id: int, search: str, page: int) -> int:
-        """Record a page a button leads to; return its id."""
+        """Return the id of the row for a page a button leads to, recording it the first time."""
+        key = (guild_id, user_id, search, page)
         async with self._db.transaction() as db:
-            cur = await db.execute(
-                "INSERT INTO history_pages (guild_id, user_id, search, page) VALUES (?, ?, ?, ?)",
-                (guild_id, user_id, search, page),
+            await db.execute(
+                "INSERT OR IGNORE INTO history_pages (guild_id, user_id, search, page) VALUES (?, ?, ?, ?)",
+                key,
             )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+            rows = await db.execute_fetchall(
+                "SELECT id FROM history_pages WHERE guild_id = ? AND user_id = ? AND search = ? AND page = ?",
+                key,
+            )
+        return int(next(iter(rows))[0])
 
     async def history_page(self, page_id: int) -> tuple[int, int, str, int] | None:
         """Return (guild, member, search, page) of a recorded page, or None."""
