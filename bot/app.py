@@ -36,6 +36,8 @@ EXTENSIONS = (
     "cogs.settings",
     "cogs.quota",
     "cogs.challenges",
+    "cogs.prefer",
+    "cogs.history",
     "cogs.help",
 )
 

@@ -35,6 +35,8 @@ class Action(enum.StrEnum):
     SUBMIT = "submit"  # enter a result's image in the channel's challenge
     VOTE = "vote"  # on a gallery entry
     WITHDRAW = "withdraw"  # one's own entry, before submissions close
+    HISTORY = "history"  # a /history page (the id of its stored page row)
+    RECALL = "recall"  # show one's own job from /history, privately
 
     @property
     def indexed(self) -> bool:

@@ -18,6 +18,7 @@ from bot.images import SourceImage
 from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester, utcnow
 from bot.lifecycle import JobLifecycle
 from bot.moderation import Moderation
+from bot.preferences import MemberPreferences
 from bot.quotas import Admission
 from bot.renderers.base import Capabilities, Operation, Renderer
 from bot.store import RowMissing, Store
@@ -105,6 +106,7 @@ class Generation:
         self._renderers = renderers
         self._upscaler = upscaler
         self._images = images
+        self.preferences = MemberPreferences(store)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -119,22 +121,25 @@ class Generation:
         prompt: str,
         *,
         negative: str = "",
-        aspect: str = "square",
+        aspect: str | None = None,
         count: int | None = None,
         seed: int | None = None,
         quality: str = "",
         backend: str | None = None,
     ) -> Job:
-        """Queue a text-to-image job."""
+        """Queue a text-to-image job; the member's preferences fill the options they left out."""
         # The guild's defaults pick the backend; admit() screens the member when the job is priced.
         settings = await self._moderation.settings(who.guild_id)
+        prefs = await self.preferences.get(who.guild_id, who.user_id)
         name, caps = self._backend(backend, Operation.GENERATE, settings)
+        aspect = aspect or prefs.aspect or "square"
         params = JobParams(
             prompt=_clean(prompt, "prompt", PROMPT_MAX, required=True),
-            negative=_clean(negative, "negative", NEGATIVE_MAX),
-            count=self._count(count or settings.default_count or None, caps),
+            # The preferred negative prompt is added to every request, not replaced by its own.
+            negative=_clean(", ".join(n for n in (negative, prefs.negative) if n), "negative", NEGATIVE_MAX),
+            count=self._count(count or prefs.count or settings.default_count or None, caps),
             seed=_seed(seed, caps),
-            quality=_quality(quality, caps),
+            quality=_quality(quality or prefs.quality or "", caps),
             width=0,
             height=0,
         )
@@ -155,11 +160,13 @@ class Generation:
     ) -> Job:
         """Queue variations of an upload; ``upload`` fetches and validates it once every cheap check passed."""
         settings = await self._moderation.settings(who.guild_id)
+        prefs = await self.preferences.get(who.guild_id, who.user_id)
         name, caps = self._backend(backend, Operation.VARY, settings)
         params = JobParams(
             prompt="",
             extra_prompt=_clean(prompt, "prompt", PROMPT_MAX),
-            count=self._count(count or settings.default_count or None, caps),
+            negative=_clean(prefs.negative, "negative", NEGATIVE_MAX),
+            count=self._count(count or prefs.count or settings.default_count or None, caps),
             seed=_seed(None, caps),
             strength=_strength(strength, self._images.variation_strength),
             width=0,

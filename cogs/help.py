@@ -17,6 +17,9 @@ and so do members within a server.
 **/variation** `image` — variations of an image you upload (PNG, JPEG, WebP or GIF).
 **/queue** — your waiting jobs, with Cancel buttons.
 **/show** `job` — post a job's result again, with working buttons.
+**/prefer** `set` / `show` / `clear` — your own defaults here: aspect, quality, count, a negative prompt \
+added to every request, private results (only you see them), remix. Options you give a command still win.
+**/history** `[search]` — your recent jobs here, ten to a page, each with a button that shows it to you.
 **/quota** — images you have left today and this week, and when they reset.
 **/challenge** `submit` / `withdraw` / `status` — prompt challenges: enter a result (or press its 🏆 Submit \
 button), vote with ⭐ in the gallery; moderators `start`, `extend`, `cancel`, `disqualify`, `new-season`.

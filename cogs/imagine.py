@@ -45,6 +45,15 @@ class _Generate(commands.Cog):
         self.bot = bot
         self.services = bot.services
 
+    async def acknowledge(self, interaction: discord.Interaction[EaselBot]) -> int | None:
+        """Defer publicly, or privately for a member who prefers private results; return the response id."""
+        who = requester(interaction)
+        if not (await self.services.generation.preferences.get(who.guild_id, who.user_id)).private:
+            return await defer_public(interaction)
+        # The place in line and the result are edits of this ephemeral response.
+        response = await interaction.response.defer(thinking=True, ephemeral=True)
+        return response.message_id if response is not None else None
+
     async def run_imagine(
         self,
         interaction: discord.Interaction[EaselBot],
@@ -57,12 +66,12 @@ class _Generate(commands.Cog):
         backend: str | None,
     ) -> None:
         """Acknowledge, queue the job, and show the member their place in line."""
-        message_id = await defer_public(interaction)
+        message_id = await self.acknowledge(interaction)
         job = await self.services.generation.imagine(
             requester(interaction, message_id),
             prompt,
             negative=negative or "",
-            aspect=aspect.value if aspect else "square",
+            aspect=aspect.value if aspect else None,
             count=count,
             seed=seed,
             quality=quality.value if quality else "",
@@ -100,7 +109,7 @@ class _Generate(commands.Cog):
                 f"That image is {image.width}×{image.height} pixels; upload one of at most "
                 f"{limits.max_input_pixels:,} pixels."
             )
-        message_id = await defer_public(interaction)
+        message_id = await self.acknowledge(interaction)
 
         async def upload() -> images.SourceImage:
             data = await image.read()

@@ -23,6 +23,7 @@ from bot.buttons import (
 from bot.errors import InvalidInput
 from bot.jobs import Job, JobKind, JobParams, JobStatus
 from cogs.challenges import BUTTONS as CHALLENGE_BUTTONS
+from cogs.history import BUTTONS as HISTORY_BUTTONS
 from cogs.results import BUTTONS as RESULT_BUTTONS
 
 
@@ -41,7 +42,12 @@ def job(images: int, kind: JobKind = JobKind.IMAGINE) -> Job:
     )
 
 
-REGISTERED: tuple[type[EaselButton], ...] = (StaleButton, *RESULT_BUTTONS, *CHALLENGE_BUTTONS)
+REGISTERED: tuple[type[EaselButton], ...] = (
+    StaleButton,
+    *RESULT_BUTTONS,
+    *CHALLENGE_BUTTONS,
+    *HISTORY_BUTTONS,
+)
 
 
 def handlers(custom_id: str) -> list[type[EaselButton]]:

@@ -319,8 +319,10 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
     assert sorted(names) == [
         "challenge",
         "help",
+        "history",
         "imagine",
         "leaderboard",
+        "prefer",
         "queue",
         "quota",
         "settings",

@@ -18,11 +18,13 @@ from bot.store.charges import ChargeStore
 from bot.store.connection import Database
 from bot.store.errors import RowMissing, StoreError, TransitionRefused
 from bot.store.jobs import JobStore
+from bot.store.preferences import PreferenceStore
 
 __all__ = [
     "ChallengeStore",
     "ChargeStore",
     "JobStore",
+    "PreferenceStore",
     "RowMissing",
     "Store",
     "StoreError",
@@ -31,13 +33,14 @@ __all__ = [
 
 
 class Store:
-    """Durable state of Easel: ``jobs``, ``charges`` and ``challenges`` over one connection and one lock."""
+    """Durable state of Easel: ``jobs``, ``charges``, ``challenges``, ``preferences``; one connection, one lock."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
         self.jobs = JobStore(database)
         self.charges = ChargeStore(database)
         self.challenges = ChallengeStore(database)
+        self.preferences = PreferenceStore(database)
 
     @classmethod
     @asynccontextmanager
