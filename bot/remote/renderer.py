@@ -31,6 +31,7 @@ from bot.renderers.base import (
     ProgressCallback,
     RenderRequest,
     RenderResult,
+    render_one,
 )
 from bot.store import RowMissing, Store
 from bot.tasks import TaskGroup
@@ -172,10 +173,7 @@ class RemoteRenderer:
 
     async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
         """Render one request on a worker."""
-        [outcome] = await self.render_batch([request], {request.job_id: progress} if progress else {})
-        if isinstance(outcome, RenderFailed):
-            raise outcome
-        return outcome
+        return await render_one(self, request, progress)
 
     async def render_batch(
         self, requests: Sequence[RenderRequest], progress: Mapping[int, ProgressCallback]

@@ -132,6 +132,16 @@ class BatchRenderer(Renderer, Protocol):
         ...
 
 
+async def render_one(
+    renderer: BatchRenderer, request: RenderRequest, progress: ProgressCallback | None = None
+) -> RenderResult:
+    """Render one request as a batch of one: ``render`` for a renderer whose unit is the batch."""
+    [outcome] = await renderer.render_batch([request], {request.job_id: progress} if progress else {})
+    if isinstance(outcome, RenderFailed):
+        raise outcome
+    return outcome
+
+
 class Slots(Protocol):
     """Render slots: ``acquire`` waits for a free one (``asyncio.Semaphore`` is one)."""
 

@@ -28,6 +28,7 @@ from bot.renderers.base import (
     ProgressCallback,
     RenderRequest,
     RenderResult,
+    render_one,
 )
 
 if TYPE_CHECKING:
@@ -136,10 +137,7 @@ class LocalRenderer:
 
     async def render(self, request: RenderRequest, progress: ProgressCallback | None = None) -> RenderResult:
         """Render one request."""
-        [outcome] = await self.render_batch([request], {request.job_id: progress} if progress else {})
-        if isinstance(outcome, RenderFailed):
-            raise outcome
-        return outcome
+        return await render_one(self, request, progress)
 
     async def render_batch(
         self, requests: Sequence[RenderRequest], progress: Mapping[int, ProgressCallback]
