@@ -356,7 +356,7 @@ class RemoteRenderer:
                     job_id = int(message["channel"].rsplit(b":", 1)[1])
                     self._report(job_id, wire.decode_progress(message["data"]))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     def _report(self, job_id: int, update: Progress) -> None:
         """Show progress; while an edit is in flight, updates are dropped (the next one is newer anyway)."""

@@ -161,7 +161,7 @@ class RemoteWorker:
                         log.info("job %d: cancelled by its member", job_id)
                         self._renderer.cancel(job_id)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def _take(self) -> tuple[str, str, dict[bytes, bytes]] | None:
         """Lease the next batch: one a dead worker left behind first, else a new one."""
