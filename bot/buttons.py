@@ -10,6 +10,7 @@ from typing import Any
 import discord
 
 from bot.errors import InvalidInput
+from bot.i18n import _
 from bot.jobs import Job, JobKind
 
 NAMESPACE = "easel"
@@ -27,7 +28,10 @@ class Action(enum.StrEnum):
     """What a button asks for."""
 
     PICK = "u"
-    VARY = "v"
+    VARY = "v"  # V1-V4 under a grid (and the single Vary of results posted before Subtle/Strong)
+    SUBTLE = "subtle"
+    STRONG = "strong"
+    PARAMETERS = "params"  # how a result was made, privately
     REROLL = "reroll"
     UPSCALE = "upscale"
     DELETE = "delete"
@@ -102,7 +106,7 @@ def button(
 
 
 def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
-    """Return the buttons under a job's result: U/V per image on a grid, Vary/Upscale on a single image.
+    """Return the buttons under a job's result: U/V per image on a grid, Vary (Subtle/Strong) and Upscale on one.
 
     ``submit`` adds a Submit button to a single image while its channel runs a challenge.
     """
@@ -113,7 +117,12 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
         for i in range(1, len(job.images) + 1):
             view.add_item(button(ButtonRef(Action.VARY, job.id, i), label=f"V{i}", row=1))
     else:
-        view.add_item(button(ButtonRef(Action.VARY, job.id, 1), label="Vary", emoji="🎲", row=0))
+        view.add_item(
+            button(ButtonRef(Action.SUBTLE, job.id), label=_("Vary (Subtle)"), emoji="🎲", row=0)
+        )
+        view.add_item(
+            button(ButtonRef(Action.STRONG, job.id), label=_("Vary (Strong)"), emoji="🎲", row=0)
+        )
         if job.kind is not JobKind.UPSCALE:
             view.add_item(button(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
         if submit:
@@ -123,6 +132,7 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
             )
     if job.kind in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
         view.add_item(button(ButtonRef(Action.REROLL, job.id), label="Reroll", emoji="🔄", row=2))
+    view.add_item(button(ButtonRef(Action.PARAMETERS, job.id), label=_("Parameters"), emoji="📋", row=2))
     view.add_item(
         button(
             ButtonRef(Action.DELETE, job.id),

@@ -191,6 +191,8 @@ class ImageSettings:
     max_input_pixels: int = 4096 * 4096
     upscale_max_pixels: int = 4096 * 4096
     variation_strength: float = 0.6
+    vary_subtle_strength: float = 0.35
+    vary_strong_strength: float = 0.75
 
     @property
     def max_upload_bytes(self) -> int:
@@ -284,6 +286,10 @@ def _kind_name(kind: type) -> str:
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
+
+
+def _strength(value: float) -> str | None:
+    return None if 0.05 <= value <= 1.0 else "must be between 0.05 and 1.0"
 
 
 def _one_of(*choices: str) -> Callable[[str], str | None]:
@@ -456,6 +462,8 @@ def parse_settings(
             "max_input_pixels",
             "upscale_max_pixels",
             "variation_strength",
+            "vary_subtle_strength",
+            "vary_strong_strength",
         },
     )
     idf = ImageSettings()
@@ -467,13 +475,15 @@ def parse_settings(
         max_upload_mb=i.get("max_upload_mb", float, idf.max_upload_mb, _positive),
         max_input_pixels=i.get("max_input_pixels", int, idf.max_input_pixels, _positive),
         upscale_max_pixels=i.get("upscale_max_pixels", int, idf.upscale_max_pixels, _positive),
-        variation_strength=i.get(
-            "variation_strength",
-            float,
-            idf.variation_strength,
-            lambda v: None if 0.05 <= v <= 1.0 else "must be between 0.05 and 1.0",
-        ),
+        variation_strength=i.get("variation_strength", float, idf.variation_strength, _strength),
+        vary_subtle_strength=i.get("vary_subtle_strength", float, idf.vary_subtle_strength, _strength),
+        vary_strong_strength=i.get("vary_strong_strength", float, idf.vary_strong_strength, _strength),
     )
+    if images.vary_subtle_strength >= images.vary_strong_strength:
+        raise ConfigError(
+            f"images.vary_subtle_strength ({images.vary_subtle_strength:g}) must be below "
+            f"images.vary_strong_strength ({images.vary_strong_strength:g}): Subtle stays closer to the image"
+        )
 
     prices = _prices(raw["prices"]) if "prices" in raw else PriceTable(DEFAULT_PRICES)
 

@@ -16,9 +16,11 @@ import discord
 from bot import images
 from bot.buttons import cancel_view, result_view
 from bot.files import ImageFiles
+from bot.i18n import _
 from bot.jobs import Job, JobKind, JobStatus, utcnow
 from bot.lifecycle import JobLifecycle
 from bot.renderers.base import Progress
+from bot.result_info import option_notes
 from bot.store import Store
 from bot.text import describe, short_prompt
 
@@ -108,6 +110,8 @@ class Delivery:
             embed.add_field(name="From", value=f"{what}job #{job.parent_id}")
         if encoded.reduced:
             embed.add_field(name="Note", value=encoded.note, inline=False)
+        if notes := option_notes(job):
+            embed.add_field(name=_("Options"), value="\n".join(notes), inline=False)
         embed.set_image(url=f"attachment://{filename}")
         embed.set_footer(text=f"Job #{job.id} · /show job:{job.public_id}")
         open_here = (

@@ -14,11 +14,13 @@ from bot.config import ImageSettings
 from bot.errors import InvalidInput, NotAllowed, NotFound
 from bot.files import ImageFiles
 from bot.guild_settings import GuildSettings
+from bot.i18n import _
 from bot.images import SourceImage
 from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester, utcnow
 from bot.lifecycle import JobLifecycle
 from bot.moderation import Moderation
 from bot.preferences import MemberPreferences
+from bot.prompt_params import STYLIZE_DEFAULT, PromptParams, parse_prompt
 from bot.quotas import Admission
 from bot.renderers.base import Capabilities, Operation, Renderer
 from bot.store import RowMissing, Store
@@ -83,6 +85,55 @@ def pick_size(caps: Capabilities, aspect: str) -> tuple[int, int]:
     )
 
 
+def size_for_ratio(caps: Capabilities, width: int, height: int) -> tuple[int, int]:
+    """Map an ``--ar`` ratio to the nearest size the backend makes.
+
+    A listed size of exactly that shape wins; a backend with flexible sizes (``size_step``) then
+    gets the largest multiples of its step within its pixel area, the shape clamped to its
+    ``max_ratio``; any other backend its listed size of the nearest shape.
+    """
+    exact = [s for s in caps.sizes if s[0] * height == s[1] * width]
+    if exact:
+        return min(exact, key=lambda s: abs(s[0] * s[1] - caps.target_pixels))
+    if not caps.size_step:
+        target = math.log(width / height)
+        return min(
+            caps.sizes,
+            key=lambda s: (abs(math.log(s[0] / s[1]) - target), abs(s[0] * s[1] - caps.target_pixels)),
+        )
+    ratio = min(max(width / height, 1 / caps.max_ratio), caps.max_ratio)
+    step = caps.size_step
+    return (
+        max(step, int(math.sqrt(caps.target_pixels * ratio)) // step * step),
+        max(step, int(math.sqrt(caps.target_pixels / ratio)) // step * step),
+    )
+
+
+def reshape(caps: Capabilities, width: int, height: int) -> tuple[int, int]:
+    """The size for a new job from an image of ``width``×``height``: the same when the backend makes it."""
+    if (width, height) in caps.sizes:
+        return width, height
+    step = caps.size_step
+    if (
+        step
+        and not width % step
+        and not height % step
+        and width * height <= caps.target_pixels
+        and max(width / height, height / width) <= caps.max_ratio
+    ):
+        return width, height
+    return pick_size(caps, _nearest_aspect(width, height))
+
+
+def guidance_for(stylize: int, default: float) -> float:
+    """Map Midjourney's --s (0-1000, 100 by default) onto a CFG scale around the model's default.
+
+    The square root keeps the usual range (50-400) within half to twice the default; 1 (no
+    guidance) to 20 bounds what diffusion models render sensibly.
+    """
+    return round(min(max(default * math.sqrt(stylize / STYLIZE_DEFAULT), 1.0), 20.0), 2)
+
+
 class Generation:
     """Accepts /imagine, /variation and result-button requests as durable jobs."""
 
@@ -127,25 +178,39 @@ class Generation:
         quality: str = "",
         backend: str | None = None,
     ) -> Job:
-        """Queue a text-to-image job; the member's preferences fill the options they left out."""
+        """Queue a text-to-image job; the member's preferences fill the options they left out.
+
+        Inline parameters in ``prompt`` (``--ar 16:9 --no text``) count as options; a slash
+        option given as well wins. A malformed one is refused before anything is written.
+        """
+        inline = parse_prompt(prompt)
         # The guild's defaults pick the backend; admit() screens the member when the job is priced.
         settings = await self._moderation.settings(who.guild_id)
         prefs = await self.preferences.get(who.guild_id, who.user_id)
         name, caps = self._backend(backend, Operation.GENERATE, settings)
-        aspect = aspect or prefs.aspect or "square"
+        negative = negative or inline.negative
         params = JobParams(
-            prompt=_clean(prompt, "prompt", PROMPT_MAX, required=True),
+            prompt=_clean(inline.prompt, "prompt", PROMPT_MAX, required=True),
             # The preferred negative prompt is added to every request, not replaced by its own.
             negative=_clean(", ".join(n for n in (negative, prefs.negative) if n), "negative", NEGATIVE_MAX),
             count=self._count(count or prefs.count or settings.default_count or None, caps),
-            seed=_seed(seed, caps),
-            quality=_quality(quality or prefs.quality or "", caps),
+            seed=_seed(inline.seed if seed is None else seed, caps),
+            quality=_quality(quality or inline.quality or prefs.quality or "", caps, name),
             width=0,
             height=0,
         )
-        if aspect not in ASPECTS:
-            raise InvalidInput(f"aspect must be one of {', '.join(ASPECTS)}.")
-        width, height = pick_size(caps, aspect)
+        params = _creative(params, inline, caps, seed_given=seed is not None or inline.seed is not None)
+        if aspect is None and inline.ratio is not None:
+            width, height = size_for_ratio(caps, *inline.ratio)
+            ratio = f"{inline.ratio[0]}:{inline.ratio[1]}"
+            params = replace(
+                params, ratio=ratio, unhonoured=_plus(params.unhonoured, _ratio_note(ratio, width, height))
+            )
+        else:
+            aspect = aspect or prefs.aspect or "square"
+            if aspect not in ASPECTS:
+                raise InvalidInput(f"aspect must be one of {', '.join(ASPECTS)}.")
+            width, height = pick_size(caps, aspect)
         return await self._submit(who, JobKind.IMAGINE, name, replace(params, width=width, height=height))
 
     async def variation(
@@ -159,19 +224,28 @@ class Generation:
         backend: str | None = None,
     ) -> Job:
         """Queue variations of an upload; ``upload`` fetches and validates it once every cheap check passed."""
+        inline = parse_prompt(prompt)
+        if inline.ratio is not None:
+            raise InvalidInput(_("A variation keeps the shape of its image: remove --ar from the prompt."))
         settings = await self._moderation.settings(who.guild_id)
         prefs = await self.preferences.get(who.guild_id, who.user_id)
         name, caps = self._backend(backend, Operation.VARY, settings)
         params = JobParams(
             prompt="",
-            extra_prompt=_clean(prompt, "prompt", PROMPT_MAX),
-            negative=_clean(prefs.negative, "negative", NEGATIVE_MAX),
+            extra_prompt=_clean(inline.prompt, "prompt", PROMPT_MAX),
+            negative=_clean(
+                ", ".join(n for n in (inline.negative, prefs.negative) if n), "negative", NEGATIVE_MAX
+            ),
             count=self._count(count or prefs.count or settings.default_count or None, caps),
-            seed=_seed(None, caps),
+            seed=_seed(inline.seed, caps),
+            quality=_quality(inline.quality, caps, name),
             strength=_strength(strength, self._images.variation_strength),
             width=0,
             height=0,
         )
+        params = _creative(params, inline, caps, seed_given=inline.seed is not None)
+        if strength is not None and not caps.strength:
+            params = replace(params, unhonoured=_plus(params.unhonoured, "strength"))
         # Screening, prompt rules, quota, cooldown and queue limits first, writing nothing: a
         # refused request never downloads or decodes the upload. Its size, and so its price, is
         # not known yet: priced as square until then, and the store checks again when it writes.
@@ -188,37 +262,60 @@ class Generation:
             who, JobKind.VARIATION, name, params, source=source.png, admission=admission
         )
 
-    async def reroll(self, who: Requester, job_id: int) -> Job:
-        """Queue the same request as job ``job_id`` with a new seed."""
+    async def reroll(self, who: Requester, job_id: int, *, remix: str | None = None) -> Job:
+        """Queue the same request as job ``job_id`` with a new seed (and, remixed, the member's edited prompt)."""
         parent = await self._result(who, job_id)
         if parent.kind not in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
             raise InvalidInput("Only generated results can be rerolled.")
         caps = self._caps(parent.backend)
         # The backend's sizes may have changed since (another model configured): keep the shape.
-        width, height = pick_size(caps, _nearest_aspect(parent.params.width, parent.params.height))
+        width, height = reshape(caps, parent.params.width, parent.params.height)
         params = replace(parent.params, seed=_seed(None, caps), width=width, height=height)
+        if remix is not None:
+            required = parent.kind is not JobKind.VARIATION
+            params = _remixed(params, remix, caps, parent.backend, reshaped=True, required=required)
         kind = JobKind.VARIATION if parent.kind is JobKind.VARIATION else JobKind.REROLL
         source = parent.source_path if kind is JobKind.VARIATION else None
         return await self._submit(who, kind, parent.backend, params, parent=parent, source_path=source)
 
-    async def vary(self, who: Requester, job_id: int, index: int) -> Job:
-        """Queue variations of image ``index`` (1-based) of a result."""
+    async def vary(
+        self,
+        who: Requester,
+        job_id: int,
+        index: int,
+        *,
+        strength: float | None = None,
+        remix: str | None = None,
+    ) -> Job:
+        """Queue variations of image ``index`` (1-based) of a result.
+
+        ``strength`` defaults to the configured one; ``remix`` is the member's edited prompt.
+        """
         parent = await self._result(who, job_id, index)
         settings = await self._moderation.settings(who.guild_id)
         name, caps = self._backend(
             parent.backend if parent.backend in self.backends else None, Operation.VARY, settings
         )
         # The source may be an upscale or come from another backend: take its shape, not its size.
-        width, height = pick_size(caps, _nearest_aspect(parent.params.width, parent.params.height))
+        width, height = reshape(caps, parent.params.width, parent.params.height)
         params = replace(
             parent.params,
             seed=_seed(None, caps),
             count=min(parent.params.count, caps.max_count),
-            strength=self._images.variation_strength,
+            strength=self._images.variation_strength if strength is None else strength,
             width=width,
             height=height,
+            # A Vary button's strength is a choice of words on a backend without the number.
+            unhonoured=_minus(parent.params.unhonoured, "strength", "ar"),
         )
+        if remix is not None:
+            params = _remixed(params, remix, caps, name, reshaped=False, required=False)
         return await self._submit(who, JobKind.VARIATION, name, params, parent=parent, index=index)
+
+    @property
+    def vary_strengths(self) -> tuple[float, float]:
+        """The strengths of Vary (Subtle) and Vary (Strong)."""
+        return self._images.vary_subtle_strength, self._images.vary_strong_strength
 
     async def upscale(self, who: Requester, job_id: int) -> Job:
         """Queue a 2× upscale of a single-image result."""
@@ -455,10 +552,96 @@ def _seed(seed: int | None, caps: Capabilities) -> int | None:
     return seed
 
 
-def _quality(quality: str, caps: Capabilities) -> str:
+def _quality(quality: str, caps: Capabilities, backend: str) -> str:
+    if quality and not caps.qualities:
+        raise InvalidInput(
+            _(
+                "The {backend} backend has no quality setting: remove --q (or the quality option), "
+                "or choose another backend.",
+                backend=backend,
+            )
+        )
     if quality and quality not in caps.qualities:
         raise InvalidInput(f"quality must be one of {', '.join(caps.qualities) or 'the backend default'}.")
     return quality
+
+
+def _creative(params: JobParams, inline: PromptParams, caps: Capabilities, *, seed_given: bool) -> JobParams:
+    """Add what the backend does with --s, --chaos and --iw, and note every option it cannot honour."""
+    default = caps.guidance if caps.guidance is not None and caps.guidance > 1 else None
+    unhonoured = []
+    if seed_given and not caps.seeded:
+        unhonoured.append("seed")
+    if params.negative and not caps.negative_prompt:
+        unhonoured.append("negative")
+    guidance = caps.guidance
+    if inline.stylize is not None:
+        if default is None:
+            unhonoured.append("stylize")
+        else:
+            guidance = guidance_for(inline.stylize, default)
+    chaos = inline.chaos or 0
+    if chaos and not caps.chaos:
+        unhonoured.append("chaos")
+        chaos = 0
+    if inline.image_weight is not None:
+        unhonoured.append("iw")  # image prompts arrive in a later release
+    return replace(
+        params,
+        guidance=guidance,
+        steps=caps.steps,
+        stylize=inline.stylize,
+        chaos=chaos,
+        image_weight=inline.image_weight,
+        unhonoured=",".join(unhonoured),
+    )
+
+
+def _remixed(
+    params: JobParams, text: str, caps: Capabilities, backend: str, *, reshaped: bool, required: bool
+) -> JobParams:
+    """``params`` with a remixed prompt and the inline parameters in it (a variation keeps its shape)."""
+    inline = parse_prompt(text)
+    prompt = _clean(inline.prompt, "prompt", PROMPT_MAX, required=required)
+    new = replace(
+        params,
+        prompt=prompt,
+        extra_prompt="",
+        negative=_clean(inline.negative, "negative", NEGATIVE_MAX),
+        quality=_quality(inline.quality, caps, backend),
+    )
+    new = _creative(new, inline, caps, seed_given=inline.seed is not None)
+    if inline.seed is not None:
+        new = replace(new, seed=_seed(inline.seed, caps))
+    if inline.ratio is not None:
+        width, height = size_for_ratio(caps, *inline.ratio)
+        same = abs(math.log((width / height) / (params.width / params.height))) <= 0.02
+        if not reshaped and not same:
+            raise InvalidInput(_("A variation keeps the shape of its image: remove --ar from the prompt."))
+        if reshaped and not same:
+            ratio = f"{inline.ratio[0]}:{inline.ratio[1]}"
+            new = replace(
+                new,
+                width=width,
+                height=height,
+                ratio=ratio,
+                unhonoured=_plus(new.unhonoured, _ratio_note(ratio, width, height)),
+            )
+    return new
+
+
+def _ratio_note(ratio: str, width: int, height: int) -> str:
+    """``ar`` when the size made is more than 2 % off the shape asked for (the result says so)."""
+    w, h = (int(side) for side in ratio.split(":"))
+    return "ar" if abs(math.log((width / height) / (w / h))) > 0.02 else ""
+
+
+def _plus(unhonoured: str, *names: str) -> str:
+    return ",".join(n for n in (*unhonoured.split(","), *names) if n)
+
+
+def _minus(unhonoured: str, *names: str) -> str:
+    return ",".join(n for n in unhonoured.split(",") if n and n not in names)
 
 
 def _strength(strength: float | None, default: float) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from PIL import Image, ImageCms, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageCms, ImageDraw, ImageFilter, ImageFont, ImageOps, PngImagePlugin
 
 from bot.errors import InvalidInput, RenderFailed
 
@@ -665,9 +665,19 @@ def preview(image: Image.Image, side: int) -> bytes:
     return _encode(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), "webp", 80)
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """Encode a rendered image losslessly; delivery re-encodes it for Discord."""
-    return _encode_png(image)
+def encode_png(image: Image.Image, *, parameters: str = "") -> bytes:
+    """Encode a rendered image losslessly; delivery re-encodes it for Discord.
+
+    ``parameters`` goes into the PNG's ``parameters`` text chunk, where Stable Diffusion tools
+    (A1111, ComfyUI, Civitai) look for the prompt and settings of an image.
+    """
+    if not parameters:
+        return _encode_png(image)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
 
 
 def open_rgb(data: bytes) -> Image.Image:

@@ -91,6 +91,15 @@ class JobParams:
     quality: str = ""
     strength: float = 0.6
     extra_prompt: str = ""
+    guidance: float | None = None  # CFG scale asked for; None: the backend has none (OpenAI)
+    steps: int = 0  # denoising steps the backend runs (0: it has no such setting)
+    stylize: int | None = None  # --s as the member gave it, for the /imagine line
+    chaos: int = 0  # --chaos: how far the images of one job spread apart (0-100)
+    image_weight: float | None = None  # --iw, kept for image prompts
+    ratio: str = ""  # --ar as given, reduced ("16:9"); empty when an aspect name chose the shape
+    # Options the backend could not honour, comma-separated (seed, negative, stylize, chaos,
+    # strength, iw, ar): the result says so instead of dropping them silently.
+    unhonoured: str = ""
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,8 @@ class Worker:
             quality=p.quality,
             strength=p.strength,
             source=source,
+            guidance=p.guidance,
+            chaos=p.chaos,
         )
 
     async def _tick_loop(self) -> None:

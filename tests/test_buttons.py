@@ -85,10 +85,18 @@ def test_a_grid_gets_u_and_v_per_image_and_a_single_image_gets_vary_and_upscale(
     grid = refs(result_view(job(4)))
     assert [r.action for r in grid if r] == [Action.PICK] * 4 + [Action.VARY] * 4 + [
         Action.REROLL,
+        Action.PARAMETERS,
         Action.DELETE,
     ]
     single = refs(result_view(job(1)))
-    assert [r.action for r in single if r] == [Action.VARY, Action.UPSCALE, Action.REROLL, Action.DELETE]
+    assert [r.action for r in single if r] == [
+        Action.SUBTLE,
+        Action.STRONG,
+        Action.UPSCALE,
+        Action.REROLL,
+        Action.PARAMETERS,
+        Action.DELETE,
+    ]
     upscaled = refs(result_view(replace(job(1), kind=JobKind.UPSCALE)))
     assert Action.UPSCALE not in [r.action for r in upscaled]
 
@@ -112,6 +120,11 @@ def test_forged_custom_ids_are_refused_with_a_clear_message(custom_id: str) -> N
         parse_custom_id(custom_id)
     # Only the catch-all answers them, so the member gets that message and nothing else runs.
     assert handlers(custom_id) == [StaleButton]
+
+
+def test_the_single_vary_of_messages_posted_before_subtle_and_strong_is_still_answered() -> None:
+    [handler] = handlers("easel:v:42:1")
+    assert handler.__name__ == "VaryButton"
 
 
 def test_custom_ids_round_trip() -> None:

@@ -74,12 +74,18 @@ async def test_imagine_grid_then_u2_and_reroll(easel: Harness) -> None:
     assert grid.size[0] > 1024
     assert grid.size[1] > 1024
     labels = [label for label, _emoji, _cid, _disabled in result.buttons()]
-    assert labels == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "Reroll", "Delete"]
+    assert labels == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "Reroll", "Parameters", "Delete"]
 
     u2 = await easel.discord.click(result, result.custom_ids()[1], user_id=BOB)
     single = await easel.result_of(u2)
     assert image_of(single).size == (1024, 1024)
-    assert [b[0] for b in single.buttons()] == ["Vary", "Upscale 2×", "Delete"]
+    assert [b[0] for b in single.buttons()] == [
+        "Vary (Subtle)",
+        "Vary (Strong)",
+        "Upscale 2×",
+        "Parameters",
+        "Delete",
+    ]
     assert f"<@{BOB}>" in str(single.embeds[0]["fields"])  # the new job is the clicker's
 
     reroll_id = next(cid for label, _e, cid, _d in result.buttons() if label == "Reroll")
@@ -99,7 +105,7 @@ async def test_upscale_is_a_real_2x_enlargement(easel: Harness) -> None:
     assert "Lanczos" in str(upscaled.embeds[0]["fields"])
 
     # Varying the 2048² upscale asks OpenAI for a size it accepts, not 2048².
-    vary_id = next(cid for label, _e, cid, _d in upscaled.buttons() if label == "Vary")
+    vary_id = next(cid for label, _e, cid, _d in upscaled.buttons() if label == "Vary (Subtle)")
     assert vary_id is not None
     varied = await easel.result_of(await easel.discord.click(upscaled, vary_id, user_id=ALICE))
     assert image_of(varied).size == (1024, 1024)
@@ -307,7 +313,7 @@ async def test_a_result_rendered_before_a_crash_is_posted_once_after_restart(tmp
         assert f"Job #{job.id}" in posted.embeds[0]["footer"]["text"]
 
         # Its buttons, made by an earlier process, still work.
-        vary_id = next(cid for label, _e, cid, _d in posted.buttons() if label == "Vary")
+        vary_id = next(cid for label, _e, cid, _d in posted.buttons() if label == "Vary (Strong)")
         assert vary_id is not None
         varied = await easel.result_of(await easel.discord.click(posted, vary_id, user_id=BOB))
         assert varied.embeds[0]["title"] == "Variation"
@@ -317,6 +323,7 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
     commands = easel.discord.commands[GUILD_A]
     names = [c["name"] for c in commands]
     assert sorted(names) == [
+        "Parameters",  # the message context menu
         "challenge",
         "help",
         "history",
@@ -331,7 +338,7 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
         "usage",
         "variation",
     ]
-    assert all(c["description"] for c in commands)
+    assert all(c["description"] for c in commands if c.get("type", 1) == 1)
     imagine = next(c for c in commands if c["name"] == "imagine")
     # One generation backend is configured, so members are not offered a choice of one.
     assert "backend" not in [o["name"] for o in imagine["options"]]

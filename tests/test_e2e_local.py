@@ -78,7 +78,7 @@ async def test_imagine_on_the_local_backend_then_pick_upscale_and_vary(
         assert "hires fix" in field(upscaled, "Backend")
 
         varied = await easel.result_of(
-            await easel.discord.click(upscaled, button(upscaled, "Vary"), user_id=BOB)
+            await easel.discord.click(upscaled, button(upscaled, "Vary (Strong)"), user_id=BOB)
         )
         assert image_of(varied).size == (64, 64)  # back at the model's own size, not the upscale's
         assert varied.embeds[0]["title"] == "Variation"

@@ -47,6 +47,8 @@ class RenderRequest:
     strength: float = 0.6
     source: bytes | None = None
     extra_prompt: str = ""  # the member's own words for a variation, beside the original prompt
+    guidance: float | None = None  # CFG scale; None: the renderer's own
+    chaos: int = 0  # 0-100: spread the images of this request apart (guidance or strength jitter)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,15 @@ class Capabilities:
     progress: bool = False
     cancellable: bool = False
     operations: tuple[Operation, ...] = field(default=(Operation.GENERATE, Operation.VARY))
+    # Sizes beyond ``sizes`` for an --ar ratio: any multiple of ``size_step`` (0: only ``sizes``),
+    # at most ``target_pixels`` in area and ``max_ratio`` long to short.
+    size_step: int = 0
+    target_pixels: int = 1024 * 1024
+    max_ratio: float = 3.0
+    guidance: float | None = None  # default CFG scale; None or at most 1: --s cannot change anything
+    steps: int = 0  # denoising steps per image (0: not a setting of this backend)
+    chaos: bool = False  # whether the renderer spreads a request's images apart by ``RenderRequest.chaos``
+    strength: bool = False  # whether variation strength is a number it takes (not words in a prompt)
 
     def batch_limit(self, width: int, height: int) -> int:
         """The most images one call renders at this size (large sizes may take fewer)."""

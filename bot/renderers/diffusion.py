@@ -60,6 +60,19 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "lcm": ("LCMScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
 }
+# diffusers schedulers by the names A1111's "parameters" text gives them, which other tools read.
+SAMPLER_NAMES = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
+}
 OUT_OF_MEMORY = (torch.cuda.OutOfMemoryError,)
 HIRES_FIX = "hires fix (Lanczos 2× + img2img)"
 TOO_BIG = "This image does not fit in the GPU's memory right now: try a smaller size or fewer images."
@@ -84,6 +97,7 @@ class Call:
     width: int
     height: int
     strength: float = 0.6
+    guidance: float | None = None  # None: the model's default
 
 
 # Called on the render thread after each denoising step with (step, total, latents, the job id
@@ -148,6 +162,12 @@ class Engine:
         long = _round_to(self.native * math.sqrt(3 / 2), unit)
         short = _round_to(self.native * math.sqrt(2 / 3), unit)
         return ((self.native, self.native), (long, short), (short, long))
+
+    @property
+    def sampler(self) -> str:
+        """The scheduler by the sampler name Stable Diffusion tools use ("Euler a"), else its class name."""
+        name = type(self.text2image.scheduler).__name__
+        return SAMPLER_NAMES.get(name, name)
 
     @property
     def upscaler_name(self) -> str:
@@ -245,15 +265,16 @@ class Engine:
     ) -> list[Image.Image]:
         """One pipeline call for ``slots`` (a work and one of its seeds each)."""
         prompts = [work.prompt for work, _ in slots]
+        guidance = self.guidance if call.guidance is None else call.guidance
         kwargs: dict[str, Any] = {
             "prompt": prompts,
             "num_inference_steps": steps,
-            "guidance_scale": self.guidance,
+            "guidance_scale": guidance,
             # CPU generators give the same noise on every device and at every batch size.
             "generator": [torch.Generator("cpu").manual_seed(seed) for _, seed in slots],
             "output_type": "pil",
         }
-        if self.guidance > 1:
+        if guidance > 1:
             kwargs["negative_prompt"] = [work.negative for work, _ in slots]
         if hook is not None:
             kwargs["callback_on_step_end"] = _step_callback(hook, [work.job_id for work, _ in slots])

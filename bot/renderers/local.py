@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_COUNT = 4
+# How far --chaos 100 spreads a request's images: variation strength by ±0.25, guidance by ±50 %.
+CHAOS_STRENGTH = 0.25
+CHAOS_GUIDANCE = 0.5
 
 
 class LocalRenderer:
@@ -66,6 +69,16 @@ class LocalRenderer:
             progress=True,
             cancellable=True,
             operations=(Operation.GENERATE, Operation.VARY, Operation.UPSCALE),
+            # diffusers takes any multiple of 8; --ar stays within the model's native area.
+            size_step=8,
+            target_pixels=engine.native * engine.native,
+            max_ratio=4.0,
+            guidance=engine.guidance,
+            steps=engine.steps,
+            # Chaos spreads variations by strength, and text-to-image by guidance (which a
+            # model distilled to run without guidance does not have).
+            chaos=engine.guidance > 1,
+            strength=True,
         )
 
     @classmethod
@@ -143,21 +156,27 @@ class LocalRenderer:
         self, requests: Sequence[RenderRequest], progress: Mapping[int, ProgressCallback]
     ) -> list[RenderResult | RenderFailed]:
         """Render compatible requests in one pipeline call; one result or failure per request."""
-        from bot.renderers.diffusion import Call, Work
+        from bot.renderers.diffusion import Work
 
-        first = requests[0]
-        call = Call(first.operation, first.width, first.height, first.strength)
-        works = []
+        # Jobs of one batch share size and strength; guidance (--s) and the spread of --chaos may
+        # differ, and one pipeline call takes one of each: a call per distinct value.
+        calls: dict[Call, list[Work]] = {}
+        pieces: list[list[tuple[Call, Work]]] = []  # per request, its works in image order
         for request in requests:
             source = await asyncio.to_thread(images.open_rgb, request.source) if request.source else None
             seeds = tuple((request.seed + i) % 2**32 for i in range(request.count))
-            works.append(Work(request.job_id, _prompt(request), request.negative, seeds, source))
+            mine = []
+            for call, part in self._calls(request, seeds):
+                work = Work(request.job_id, _prompt(request), request.negative, part, source)
+                calls.setdefault(call, []).append(work)
+                mine.append((call, work))
+            pieces.append(mine)
         loop = asyncio.get_running_loop()
         hook = self._hook(loop, progress)
-        job_ids = {w.job_id for w in works}
+        job_ids = {request.job_id for request in requests}
         self._live |= job_ids
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._run, call, works, hook)
+            outcomes = await loop.run_in_executor(self._executor, self._run, calls, hook)
         finally:
             self._live -= job_ids
             with self._cancel_lock:
@@ -165,23 +184,74 @@ class LocalRenderer:
         # A progress edit still in flight could land after the result and hide it: let it finish.
         await asyncio.gather(*(task for j in job_ids if (task := self._reporting.get(j)) is not None))
         results: list[RenderResult | RenderFailed] = []
-        for outcome in outcomes:
-            if isinstance(outcome, RenderFailed):
-                results.append(outcome)
+        for request, mine in zip(requests, pieces, strict=True):
+            parts = [outcomes[id(work)] for _, work in mine]
+            failure = next((part for part in parts if isinstance(part, RenderFailed)), None)
+            if failure is not None:
+                results.append(failure)
                 continue
-            encoded = await asyncio.to_thread(_encode, outcome.images)
-            results.append(RenderResult(encoded, made_by=self._made_by(call), flagged=outcome.flagged))
+            rendered = [part for part in parts if not isinstance(part, RenderFailed)]
+            texts = [self._parameters(request, call, seed) for call, work in mine for seed in work.seeds]
+            pictures = [picture for part in rendered for picture in part.images]
+            encoded = await asyncio.to_thread(_encode, pictures, texts)
+            flagged = any(part.flagged for part in rendered)
+            results.append(RenderResult(encoded, made_by=self._made_by(mine[0][0]), flagged=flagged))
         return results
+
+    def _calls(self, request: RenderRequest, seeds: tuple[int, ...]) -> list[tuple[Call, tuple[int, ...]]]:
+        """The pipeline calls of one request with their seeds: one, or one per image under --chaos."""
+        from bot.renderers.diffusion import Call
+
+        call = Call(request.operation, request.width, request.height, request.strength, request.guidance)
+        if not request.chaos or len(seeds) < 2 or request.operation is Operation.UPSCALE:
+            return [(call, seeds)]
+        spread = request.chaos / 100
+        guidance = self._engine.guidance if request.guidance is None else request.guidance
+        out: list[tuple[Call, tuple[int, ...]]] = []
+        for i, seed in enumerate(seeds):
+            # Evenly from -1 to 1 across the images: the first the most restrained, the last the freest.
+            offset = -1 + 2 * i / (len(seeds) - 1)
+            if request.operation is Operation.VARY:
+                strength = round(min(max(request.strength + CHAOS_STRENGTH * spread * offset, 0.05), 1.0), 3)
+                out.append((Call(call.operation, call.width, call.height, strength, call.guidance), (seed,)))
+            else:
+                jittered = round(max(guidance * (1 + CHAOS_GUIDANCE * spread * offset), 1.0), 2)
+                out.append((Call(call.operation, call.width, call.height, call.strength, jittered), (seed,)))
+        return out
+
+    def _parameters(self, request: RenderRequest, call: Call, seed: int) -> str:
+        """The A1111 "parameters" text of one image, which Stable Diffusion tools read from the PNG."""
+        engine = self._engine
+        lines = [_prompt(request)]
+        if request.negative:
+            lines.append(f"Negative prompt: {request.negative}")
+        guidance = engine.guidance if call.guidance is None else call.guidance
+        settings = [
+            f"Steps: {engine.steps}",
+            f"Sampler: {engine.sampler}",
+            f"CFG scale: {guidance:g}",
+            f"Seed: {seed}",
+            f"Size: {call.width}x{call.height}",
+            f"Model: {_model_name(self._settings.model)}",
+        ]
+        if call.operation is Operation.VARY:
+            settings.append(f"Denoising strength: {call.strength:g}")
+        lines.append(", ".join(settings))
+        return "\n".join(lines)
 
     async def close(self) -> None:
         """Interrupt a running pipeline call (its jobs are rendered again on the next start), end the thread."""
         self._closing = True
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
-    def _run(self, call: Call, works: list[Work], hook: StepHook) -> list[Rendered | RenderFailed]:
+    def _run(self, calls: Mapping[Call, list[Work]], hook: StepHook) -> dict[int, Rendered | RenderFailed]:
+        """Run each call in turn; return every work's outcome by the work's ``id()``."""
         self._busy_since = time.monotonic()
+        outcomes: dict[int, Rendered | RenderFailed] = {}
         try:
-            return self._engine.run(call, works, hook)
+            for call, works in calls.items():
+                outcomes.update(zip(map(id, works), self._engine.run(call, works, hook), strict=True))
+            return outcomes
         finally:
             self._busy_since = None
 
@@ -243,8 +313,8 @@ def _load_engine(settings: LocalSettings) -> Engine:
     return Engine(settings)
 
 
-def _encode(pictures: Sequence[Image.Image]) -> tuple[bytes, ...]:
-    return tuple(images.encode_png(picture) for picture in pictures)
+def _encode(pictures: Sequence[Image.Image], texts: Sequence[str]) -> tuple[bytes, ...]:
+    return tuple(images.encode_png(p, parameters=t) for p, t in zip(pictures, texts, strict=True))
 
 
 def _model_name(model: str) -> str:

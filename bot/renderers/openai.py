@@ -250,13 +250,26 @@ def fold_negative(prompt: str, negative: str) -> str:
     return f"{prompt}\nAvoid: {negative}"
 
 
-def variation_prompt(original: str, extra: str) -> str:
-    """Build the edit instruction for a variation of an image made from ``original``."""
+# The Images API takes no strength: below this a variation is asked for as a close one, from it
+# as a free one (Vary (Subtle) and Vary (Strong) fall either side with their default strengths).
+FREE_VARIATION_FROM = 0.5
+
+
+def variation_prompt(original: str, extra: str, strength: float = 0.6) -> str:
+    """Build the edit instruction for a variation of an image made from ``original``, close or free by ``strength``."""
     original = original.strip()
     extra = extra.strip()
-    lines = [
-        "Create a new variation of this image: keep its subject, composition and style, vary the details."
-    ]
+    if strength < FREE_VARIATION_FROM:
+        first = (
+            "Create a close variation of this image: keep its subject, composition, colours and style; "
+            "change only small details."
+        )
+    else:
+        first = (
+            "Create a free variation of this image: keep its subject and feel, and freely change the "
+            "composition, pose, lighting and details."
+        )
+    lines = [first]
     if original:
         lines.append(f"The image was made from this prompt: {original}")
     if extra:
@@ -363,6 +376,9 @@ class OpenAIRenderer:
             progress=False,
             cancellable=False,
             operations=ops,
+            # gpt-image-2 models take any WIDTHxHEIGHT in multiples of 16 up to 3:1; --ar aims at
+            # about 1 MP, the area of the standard sizes.
+            size_step=16 if self._spec.flexible_sizes else 0,
         )
 
     @property
@@ -439,7 +455,9 @@ class OpenAIRenderer:
         # always answer with b64_json.
         if request.operation is Operation.VARY:
             assert request.source is not None
-            prompt = fold_negative(variation_prompt(request.prompt, request.extra_prompt), request.negative)
+            prompt = fold_negative(
+                variation_prompt(request.prompt, request.extra_prompt, request.strength), request.negative
+            )
             filename, mime = _sniff_mime(request.source)
             log.debug("job %d: OpenAI edit %s x%d with %s", request.job_id, size, count, self._model)
             return await self._client.images.edit(

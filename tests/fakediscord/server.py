@@ -609,6 +609,49 @@ class FakeDiscord:
             message=msg,
         )
 
+    async def submit_modal(
+        self,
+        opened: Interaction,
+        message: Message,
+        values: dict[str, str],
+        *,
+        permissions: int = DEFAULT_MEMBER_PERMISSIONS,
+    ) -> Interaction:
+        """Send the MODAL_SUBMIT of the modal the bot opened in answer to ``opened`` (a click on ``message``).
+
+        ``values`` gives the text of each text input by its label; inputs left out keep their default.
+        """
+        if opened.callback is None or opened.callback.type != 9 or opened.callback.data is None:
+            raise ValueError(f"interaction {opened.id} was not answered with a modal")
+        modal = opened.callback.data
+        rows = []
+        for row in modal.get("components", []):
+            inputs = row["components"] if row["type"] == 1 else [row["component"]]
+            label = row.get("label")
+            for text_input in inputs:
+                name = text_input.get("label", label)
+                value = values.get(name, text_input.get("value") or "")
+                rows.append(
+                    {
+                        "type": 1,
+                        "components": [{"type": 4, "custom_id": text_input["custom_id"], "value": value}],
+                    }
+                )
+        msg = self.messages[message.id]
+        assert msg.guild_id is not None
+        return await self._send_interaction(
+            5,
+            msg.guild_id,
+            msg.channel_id,
+            opened.user_id,
+            {"custom_id": modal["custom_id"], "components": rows},
+            permissions,
+            None,
+            None,
+            name=modal["custom_id"],
+            message=msg,
+        )
+
     def dump(self) -> str:
         """Return a readable summary of recent traffic, for failure messages."""
         lines = ["recent REST requests:"]
