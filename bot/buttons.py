@@ -117,12 +117,8 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
         for i in range(1, len(job.images) + 1):
             view.add_item(button(ButtonRef(Action.VARY, job.id, i), label=f"V{i}", row=1))
     else:
-        view.add_item(
-            button(ButtonRef(Action.SUBTLE, job.id), label=_("Vary (Subtle)"), emoji="🎲", row=0)
-        )
-        view.add_item(
-            button(ButtonRef(Action.STRONG, job.id), label=_("Vary (Strong)"), emoji="🎲", row=0)
-        )
+        view.add_item(button(ButtonRef(Action.SUBTLE, job.id), label=_("Vary (Subtle)"), emoji="🎲", row=0))
+        view.add_item(button(ButtonRef(Action.STRONG, job.id), label=_("Vary (Strong)"), emoji="🎲", row=0))
         if job.kind is not JobKind.UPSCALE:
             view.add_item(button(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
         if submit:

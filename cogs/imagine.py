@@ -14,10 +14,11 @@ from bot.app import EaselBot, defer_public, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX, Hidden
+from bot.prompt_params import parse_prompt
 
 ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
 IMAGINE_OPTIONS = {
-    "prompt": "What to draw",
+    "prompt": "What to draw; inline parameters work too: --ar 16:9 --no text --seed 7",
     "negative": "What to keep out of the image",
     "aspect": "Image shape (default square)",
     "count": "How many images, 1 to 4",
@@ -66,6 +67,8 @@ class _Generate(commands.Cog):
         backend: str | None,
     ) -> None:
         """Acknowledge, queue the job, and show the member their place in line."""
+        # A malformed inline parameter is answered privately, before the public "thinking…".
+        parse_prompt(prompt)
         message_id = await self.acknowledge(interaction)
         job = await self.services.generation.imagine(
             requester(interaction, message_id),
@@ -95,6 +98,7 @@ class _Generate(commands.Cog):
         strength: app_commands.Range[float, 0.05, 1.0] | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
     ) -> None:
+        parse_prompt(prompt or "")
         limits = self.services.settings.images
         # What the interaction payload declares is checked before anything is downloaded; the
         # file itself is checked by its content once the request passed every other check.

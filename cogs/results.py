@@ -14,6 +14,7 @@ from bot.buttons import Action, template
 from bot.delivery import NO_MENTIONS
 from bot.i18n import _
 from bot.jobs import Job, JobStatus, Requester
+from bot.prompt_params import parse_prompt
 from bot.result_info import parameters_text, remix_text
 
 # Discord caps a text input at 4,000 characters; a prompt (1,000) with its parameters fits well within.
@@ -68,7 +69,8 @@ class RemixModal(discord.ui.Modal):
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        """Queue the job with the edited prompt."""
+        """Queue the job with the edited prompt (a malformed parameter in it is answered privately first)."""
+        parse_prompt(self.prompt.value)
         await self.button.queue(interaction, self.prompt.value)
 
     # discord.py's Modal calls this without the item its BaseView signature names.
