@@ -180,6 +180,9 @@ async def test_parameters_shows_privately_how_a_result_was_made_and_the_line_tha
         assert "Seed: not a setting of this backend" in text
         line = '/imagine prompt:"a fox --ar 16:9 --no text"'
         assert line in text
+        # The same from the message's context menu (right-click, Apps, Parameters).
+        menu = await easel.discord.message_command(result, "Parameters", user_id=BOB)
+        assert await private_embed(menu) == text
         # The line is one the parser reads back to the same request.
         await easel.result_of(await easel.imagine(line.removeprefix('/imagine prompt:"').removesuffix('"')))
         assert sent(easel)["size"] == "1536x864"

@@ -609,6 +609,26 @@ class FakeDiscord:
             message=msg,
         )
 
+    async def message_command(
+        self, message: Message, name: str, *, user_id: int, permissions: int = DEFAULT_MEMBER_PERMISSIONS
+    ) -> Interaction:
+        """Send the APPLICATION_COMMAND of a message context menu (right-click, Apps, ``name``) on ``message``."""
+        msg = self.messages[message.id]
+        assert msg.guild_id is not None
+        command, scope = self._find_command(name, msg.guild_id, kind=3)
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": 3,
+            "target_id": str(msg.id),
+            "resolved": {"messages": {str(msg.id): self._payload(msg)}},
+        }
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        return await self._send_interaction(
+            2, msg.guild_id, msg.channel_id, user_id, data, permissions, None, None, name=name
+        )
+
     async def submit_modal(
         self,
         opened: Interaction,
@@ -856,10 +876,10 @@ class FakeDiscord:
 
     # ----------------------------------------------------------------- internals: interactions
 
-    def _find_command(self, name: str, guild_id: int) -> tuple[dict[str, Any], int | None]:
+    def _find_command(self, name: str, guild_id: int, kind: int = 1) -> tuple[dict[str, Any], int | None]:
         for scope in (guild_id, None):
             for command in self.commands.get(scope, []):
-                if command["name"] == name and command.get("type", 1) == 1:
+                if command["name"] == name and command.get("type", 1) == kind:
                     return command, scope
         registered = {k: [c["name"] for c in v] for k, v in self.commands.items()}
         raise LookupError(
