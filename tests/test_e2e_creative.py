@@ -223,6 +223,17 @@ async def test_remix_opens_the_prompt_to_edit_before_reroll_and_vary_run(easel: 
     assert "--chaos lots" in await refusal(easel, bad)
     assert len(easel.openai.requests_to("/images/edits")) == edits
 
+    # And moderated like any other: a blocked word in the edited prompt queues nothing.
+    await said(easel, "settings block", term="grimace")
+    opened = await easel.discord.click(single, button(single, "Reroll"), user_id=ALICE)
+    await opened.wait_callback()
+    generations = len(easel.openai.requests_to("/images/generations"))
+    jobs = await jobs_stored(easel)
+    blocked = await easel.discord.submit_modal(opened, single, {"Prompt": "a grimace"})
+    assert "blocked" in (await refusal(easel, blocked, at_once=False)).lower()
+    assert len(easel.openai.requests_to("/images/generations")) == generations
+    assert await jobs_stored(easel) == jobs
+
     # Another member without remix on gets no modal.
     plain = await easel.discord.click(single, button(single, "Reroll"), user_id=BOB)
     assert (await plain.wait_callback()).type == 5
