@@ -89,8 +89,13 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
         log.warning("could not tell the member about an error in interaction %s", interaction.id)
 
 
-def requester(interaction: discord.Interaction[Any], message_id: int | None = None) -> Requester:
-    """Describe who is asking, from a guild interaction; ``message_id`` is the deferred response to edit."""
+def requester(
+    interaction: discord.Interaction[Any], message_id: int | None = None, *, private: bool = False
+) -> Requester:
+    """Describe who is asking, from a guild interaction; ``message_id`` is the deferred response to edit.
+
+    ``private``: that response was deferred ephemerally (see ``bot.visibility``).
+    """
     if interaction.guild_id is None or interaction.channel_id is None:
         raise EaselError("Easel works in servers, not in direct messages.")
     return Requester(
@@ -110,6 +115,7 @@ def requester(interaction: discord.Interaction[Any], message_id: int | None = No
         parent_channel_id=getattr(interaction.channel, "parent_id", None),
         can_view=channel_viewer(interaction),
         age_restricted=age_restricted(interaction),
+        private=private,
     )
 
 

@@ -10,10 +10,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import images
-from bot.app import EaselBot, defer_public, requester
+from bot.app import EaselBot, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX, Hidden
+from bot.jobs import Requester
+from bot.visibility import answered_privately, defer
 
 ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
 IMAGINE_OPTIONS = {
@@ -45,14 +47,13 @@ class _Generate(commands.Cog):
         self.bot = bot
         self.services = bot.services
 
-    async def acknowledge(self, interaction: discord.Interaction[EaselBot]) -> int | None:
-        """Defer publicly, or privately for a member who prefers private results; return the response id."""
+    async def acknowledge(self, interaction: discord.Interaction[EaselBot]) -> Requester:
+        """Defer publicly, or privately for a member who prefers private results; return who asks."""
         who = requester(interaction)
-        if not (await self.services.generation.preferences.get(who.guild_id, who.user_id)).private:
-            return await defer_public(interaction)
-        # The place in line and the result are edits of this ephemeral response.
-        response = await interaction.response.defer(thinking=True, ephemeral=True)
-        return response.message_id if response is not None else None
+        prefs = await self.services.generation.preferences.get(who.guild_id, who.user_id)
+        private = answered_privately(interaction, prefers_private=prefs.private)
+        # The place in line and the result are edits of this (maybe ephemeral) response.
+        return requester(interaction, await defer(interaction, private=private), private=private)
 
     async def run_imagine(
         self,
@@ -66,9 +67,8 @@ class _Generate(commands.Cog):
         backend: str | None,
     ) -> None:
         """Acknowledge, queue the job, and show the member their place in line."""
-        message_id = await self.acknowledge(interaction)
         job = await self.services.generation.imagine(
-            requester(interaction, message_id),
+            await self.acknowledge(interaction),
             prompt,
             negative=negative or "",
             aspect=aspect.value if aspect else None,
@@ -109,7 +109,7 @@ class _Generate(commands.Cog):
                 f"That image is {image.width}×{image.height} pixels; upload one of at most "
                 f"{limits.max_input_pixels:,} pixels."
             )
-        message_id = await self.acknowledge(interaction)
+        who = await self.acknowledge(interaction)
 
         async def upload() -> images.SourceImage:
             data = await image.read()
@@ -121,7 +121,7 @@ class _Generate(commands.Cog):
             )
 
         job = await self.services.generation.variation(
-            requester(interaction, message_id), upload, prompt=prompt or "", strength=strength, count=count
+            who, upload, prompt=prompt or "", strength=strength, count=count
         )
         await self.services.worker.announce(job)
 

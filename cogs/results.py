@@ -5,21 +5,25 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.app import EaselBot, EaselButton, defer_public, reply, requester
+from bot.app import EaselBot, EaselButton, reply, requester
 from bot.buttons import Action, template
 from bot.delivery import NO_MENTIONS
 from bot.jobs import Job, JobStatus, Requester
+from bot.visibility import answered_privately, defer
 
 
 class _NewJobButton(EaselButton, template=r"(?!)"):
     """A button that makes a job from a result; the result is checked before acknowledging."""
 
     async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
-        """Check the result privately, acknowledge publicly, then queue (or, for U, post) the new job."""
+        """Check the result privately, acknowledge, then queue (or, for U, post) the new job."""
         gen = interaction.client.services.generation
-        # Check the job before acknowledging publicly, so a refusal gets a private answer only.
-        await gen.usable(requester(interaction), self.target.target)
-        who = requester(interaction, await defer_public(interaction))
+        # Check the job before acknowledging, so a refusal gets a private answer only.
+        who = requester(interaction)
+        await gen.usable(who, self.target.target)
+        prefs = await gen.preferences.get(who.guild_id, who.user_id)
+        private = answered_privately(interaction, prefers_private=prefs.private)
+        who = requester(interaction, await defer(interaction, private=private), private=private)
         job = await self.make(interaction.client, who)
         if job.status is JobStatus.RENDERED:
             await interaction.client.services.delivery.deliver(job)

@@ -34,8 +34,8 @@ from bot.challenges import (
     gallery_order,
     leaderboard,
     new_challenge,
-    parse_duration,
     next_wakeup,
+    parse_duration,
     parse_message_link,
     phase_started,
     points,
@@ -270,7 +270,7 @@ def test_new_challenge_computes_whole_second_deadlines_from_now() -> None:
         ({"theme": "x" * 201}, "201 characters"),
         ({"submit_for": "soon"}, "`submit_for`"),
         ({"vote_for": "0m"}, "`vote_for`"),
-            ({"vote_for": timedelta(seconds=30)}, "between 1 minute and 60 days"),
+        ({"vote_for": timedelta(seconds=30)}, "between 1 minute and 60 days"),
         ({"vote_for": timedelta(days=90)}, "`vote_for`"),
         ({"entries_per_member": 0}, "`entries_per_member`"),
         ({"entries_per_member": 11}, "`entries_per_member`"),
@@ -783,7 +783,9 @@ def test_a_phase_is_reminded_once_and_short_phases_never() -> None:
     assert reminder_at(timed(timedelta(minutes=4, seconds=59), timedelta(minutes=5))) is None
     assert reminder_at(replace(five, reminded=frozenset({Phase.SUBMISSIONS}))) is None
     # Submissions' reminder says nothing about voting's.
-    voting = timed(timedelta(minutes=5), timedelta(minutes=10), Phase.VOTING, reminded=frozenset({Phase.SUBMISSIONS}))
+    voting = timed(
+        timedelta(minutes=5), timedelta(minutes=10), Phase.VOTING, reminded=frozenset({Phase.SUBMISSIONS})
+    )
     assert reminder_at(voting) == START + timedelta(minutes=14)
     assert reminder_at(challenge(Phase.FINISHED)) is None
     assert phase_started(challenge(Phase.CANCELLED)) is None
@@ -799,6 +801,8 @@ def test_an_extension_moves_a_pending_reminder_but_never_repeats_one() -> None:
 def test_the_runner_wakes_for_the_next_reminder_or_deadline() -> None:
     speed = timed(timedelta(minutes=10), timedelta(minutes=2))
     assert next_wakeup(speed) == START + timedelta(minutes=9)
-    assert next_wakeup(replace(speed, reminded=frozenset({Phase.SUBMISSIONS}))) == START + timedelta(minutes=10)
+    assert next_wakeup(replace(speed, reminded=frozenset({Phase.SUBMISSIONS}))) == START + timedelta(
+        minutes=10
+    )
     assert next_wakeup(replace(speed, phase=Phase.VOTING)) == START + timedelta(minutes=12)
     assert next_wakeup(challenge(Phase.FINISHED)) is None
