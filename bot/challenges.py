@@ -14,6 +14,11 @@ Decisions, so the store, the cog and the tests agree:
   passed while the bot was down goes SUBMISSIONS → VOTING → FINISHED in one catch-up: no gallery
   is posted for a vote that can no longer happen, and the results list every entry. Votes cast
   before the downtime count; none could be cast during it.
+- Phases last from 1 minute (speed rounds) to 60 days. A phase of at least 5 minutes gets one
+  reminder when a tenth of its time is left (``reminder_at``), only while the phase still runs:
+  after downtime past the deadline the phase just ends. An extension moves a pending reminder
+  and never repeats a posted one. Submissions are counted from the start's whole second, voting
+  from the close of submissions.
 - A challenge that closes submissions with no valid entry goes straight to FINISHED ("no
   entries"): there is nothing to vote on. With one entry voting still runs; others may vote for
   it, and it wins if it gets a vote.

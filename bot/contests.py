@@ -396,7 +396,7 @@ class ChallengeService:
         wakeups = [
             moment
             for c in await self._store.challenges.running()
-            if (moment := challenges.next_wakeup(c)) is not None
+            if (moment := challenges.next_wakeup(c, now)) is not None
         ]
         if not wakeups:
             return MAX_SLEEP_S

@@ -191,3 +191,25 @@ async def test_a_phase_that_ended_while_easel_was_down_gets_no_late_reminder(
         await wait_posts(easel, "gallery", 2)
         await settle(easel)
         assert not reminders(easel)
+
+
+async def test_a_refused_reminder_is_retried_later_not_in_a_loop_and_posted_once(
+    easel: Harness, clock: Clock
+) -> None:
+    opened = clock.at
+    await start(easel, "a stubborn sprint", submit_for="10m", vote_for="10m")
+    await wait_posts(easel, "announcement", 1)
+    posts_here = rf"^/channels/{CHANNEL_A}/messages$"
+    easel.discord.fail_next("POST", posts_here, 403, times=2)
+    at(easel, clock, opened + timedelta(minutes=9))
+    await easel.discord.wait_for(
+        lambda: [r.status for r in easel.discord.find_requests("POST", posts_here)][-1:] == [403]
+    )
+    assert easel.bot is not None
+    # Refused again: the next try waits for the runner's regular wake-up, not a tight loop.
+    assert await easel.bot.services.contests.process_due() > 1
+    assert [r.status for r in easel.discord.find_requests("POST", posts_here)][-2:] == [403, 403]
+    assert not reminders(easel)
+    await settle(easel)
+    assert len(reminders(easel)) == 1
+    assert reminder_sends(easel) == {"easel-cm1s": 3}

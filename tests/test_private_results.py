@@ -77,7 +77,9 @@ async def late(easel: Harness, prompt: str, user: int) -> tuple[Interaction, Mes
     easel.openai.delay = 1.0
     inter = await easel.imagine(prompt, user=user, count=1)
     await easel.discord.wait_for(
-        lambda: any(prompt in r.fields.get("prompt", "") for r in easel.openai.requests_to("/images/generations"))
+        lambda: any(
+            prompt in r.fields.get("prompt", "") for r in easel.openai.requests_to("/images/generations")
+        )
     )
     # As if the queue had kept the job past Discord's 15 minutes.
     easel.discord.expire_token(inter.token)
