@@ -700,9 +700,14 @@ def reminder_due(challenge: Challenge, now: datetime) -> bool:
     return at is not None and deadline is not None and at <= now < deadline
 
 
-def next_wakeup(challenge: Challenge) -> datetime | None:
-    """Return the next moment something is due for ``challenge`` (its reminder or its deadline)."""
-    moments = [m for m in (reminder_at(challenge), challenge.deadline) if m is not None]
+def next_wakeup(challenge: Challenge, now: datetime) -> datetime | None:
+    """Return the next moment after ``now`` something is due for ``challenge`` (its reminder or deadline).
+
+    A moment already past was just tried and failed (Discord refused the post): it is retried at
+    the runner's regular wake-up, not in a tight loop.
+    """
+    now = _utc(now)
+    moments = [m for m in (reminder_at(challenge), challenge.deadline) if m is not None and m > now]
     return min(moments, default=None)
 
 

@@ -61,9 +61,3 @@ def answered_privately(interaction: discord.Interaction[Any], *, prefers_private
     """
     message = interaction.message
     return prefers_private or (message is not None and message.flags.ephemeral)
-
-
-async def defer(interaction: discord.Interaction[Any], *, private: bool) -> int | None:
-    """Acknowledge at once with a "thinking" message (seen by the member alone when ``private``); return its id."""
-    response = await interaction.response.defer(thinking=True, ephemeral=private)
-    return response.message_id if response is not None else None

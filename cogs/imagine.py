@@ -10,12 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import images
-from bot.app import EaselBot, requester
+from bot.app import EaselBot, acknowledge, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX, Hidden
-from bot.jobs import Requester
-from bot.visibility import answered_privately, defer
 
 ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
 IMAGINE_OPTIONS = {
@@ -47,14 +45,6 @@ class _Generate(commands.Cog):
         self.bot = bot
         self.services = bot.services
 
-    async def acknowledge(self, interaction: discord.Interaction[EaselBot]) -> Requester:
-        """Defer publicly, or privately for a member who prefers private results; return who asks."""
-        who = requester(interaction)
-        prefs = await self.services.generation.preferences.get(who.guild_id, who.user_id)
-        private = answered_privately(interaction, prefers_private=prefs.private)
-        # The place in line and the result are edits of this (maybe ephemeral) response.
-        return requester(interaction, await defer(interaction, private=private), private=private)
-
     async def run_imagine(
         self,
         interaction: discord.Interaction[EaselBot],
@@ -68,7 +58,7 @@ class _Generate(commands.Cog):
     ) -> None:
         """Acknowledge, queue the job, and show the member their place in line."""
         job = await self.services.generation.imagine(
-            await self.acknowledge(interaction),
+            await acknowledge(interaction),
             prompt,
             negative=negative or "",
             aspect=aspect.value if aspect else None,
@@ -109,7 +99,7 @@ class _Generate(commands.Cog):
                 f"That image is {image.width}×{image.height} pixels; upload one of at most "
                 f"{limits.max_input_pixels:,} pixels."
             )
-        who = await self.acknowledge(interaction)
+        who = await acknowledge(interaction)
 
         async def upload() -> images.SourceImage:
             data = await image.read()

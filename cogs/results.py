@@ -5,11 +5,10 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.app import EaselBot, EaselButton, reply, requester
+from bot.app import EaselBot, EaselButton, acknowledge, reply, requester
 from bot.buttons import Action, template
 from bot.delivery import NO_MENTIONS
 from bot.jobs import Job, JobStatus, Requester
-from bot.visibility import answered_privately, defer
 
 
 class _NewJobButton(EaselButton, template=r"(?!)"):
@@ -19,11 +18,8 @@ class _NewJobButton(EaselButton, template=r"(?!)"):
         """Check the result privately, acknowledge, then queue (or, for U, post) the new job."""
         gen = interaction.client.services.generation
         # Check the job before acknowledging, so a refusal gets a private answer only.
-        who = requester(interaction)
-        await gen.usable(who, self.target.target)
-        prefs = await gen.preferences.get(who.guild_id, who.user_id)
-        private = answered_privately(interaction, prefers_private=prefs.private)
-        who = requester(interaction, await defer(interaction, private=private), private=private)
+        await gen.usable(requester(interaction), self.target.target)
+        who = await acknowledge(interaction)
         job = await self.make(interaction.client, who)
         if job.status is JobStatus.RENDERED:
             await interaction.client.services.delivery.deliver(job)
