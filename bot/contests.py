@@ -414,7 +414,6 @@ class ChallengeService:
         if challenge.announcement_message_id is None:
             message_id = await self._board.announce(challenge)
             await self._store.challenges.set_announcement(challenge.id, message_id)
-        was = challenge.phase
         while True:
             entries = await self._store.challenges.entries(challenge.id)
             to = challenges.due_transition(challenge, now, valid_entries=sum(e.valid for e in entries))
@@ -423,8 +422,6 @@ class ChallengeService:
             challenge = await self.move(challenge.id, to, now=now)
             log.info("challenge %d -> %s", challenge.id, challenge.phase.value)
         if challenge.phase is Phase.VOTING:
-            if was is not Phase.VOTING:
-                await self._refresh(challenge)  # the countdown now runs to the end of voting
             await self._post_gallery(challenge)
         elif challenge.phase is Phase.FINISHED:
             await self._post_results(challenge)
@@ -436,12 +433,16 @@ class ChallengeService:
         entries = challenges.gallery_order(
             await self._store.challenges.entries(challenge.id), challenge.shuffle, seed=challenge.id
         )
-        for number, entry in enumerate(entries, start=1):
+        missing = [(number, e) for number, e in enumerate(entries, start=1) if e.gallery_message_id is None]
+        if missing:
+            # Voting has just begun, or a restart resumes its beginning: the announcement's
+            # countdown now runs to the end of voting.
+            await self._refresh(challenge)
+        for number, entry in missing:
             if self._stopping:
                 return  # the next start posts the rest
-            if entry.gallery_message_id is None:
-                message_id = await self._board.show_entry(challenge, entry, number)
-                await self._store.challenges.set_gallery_message(entry.id, message_id)
+            message_id = await self._board.show_entry(challenge, entry, number)
+            await self._store.challenges.set_gallery_message(entry.id, message_id)
 
     async def _post_results(self, challenge: Challenge) -> None:
         if await self._store.challenges.results_message(challenge.id) is not None:

@@ -204,6 +204,10 @@ async def test_a_phase_that_ended_while_easel_was_down_gets_no_late_reminder(
         await wait_posts(easel, "gallery", 2)
         await settle(easel)
         assert not reminders(easel)
+        # The countdown moved on with the phase.
+        [announcement] = await wait_posts(easel, "announcement", 1)
+        relative, absolute = stamps(opened + timedelta(minutes=20))
+        assert countdown(announcement) == f"Voting closes {relative} ({absolute})."
 
 
 async def test_a_refused_reminder_is_retried_later_not_in_a_loop_and_posted_once(
