@@ -23,7 +23,7 @@ from bot.generation import Generation
 from bot.jobs import Interaction, Requester
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
-from bot.visibility import age_restricted, channel_viewer
+from bot.visibility import age_restricted, answered_privately, channel_viewer
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,13 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
         log.warning("could not tell the member about an error in interaction %s", interaction.id)
 
 
-def requester(interaction: discord.Interaction[Any], message_id: int | None = None) -> Requester:
-    """Describe who is asking, from a guild interaction; ``message_id`` is the deferred response to edit."""
+def requester(
+    interaction: discord.Interaction[Any], message_id: int | None = None, *, private: bool = False
+) -> Requester:
+    """Describe who is asking, from a guild interaction; ``message_id`` is the deferred response to edit.
+
+    ``private``: that response was deferred ephemerally (see ``bot.visibility``).
+    """
     if interaction.guild_id is None or interaction.channel_id is None:
         raise EaselError("Easel works in servers, not in direct messages.")
     return Requester(
@@ -110,6 +115,7 @@ def requester(interaction: discord.Interaction[Any], message_id: int | None = No
         parent_channel_id=getattr(interaction.channel, "parent_id", None),
         can_view=channel_viewer(interaction),
         age_restricted=age_restricted(interaction),
+        private=private,
     )
 
 
@@ -123,10 +129,17 @@ async def within_rate_limit(interaction: discord.Interaction[EaselBot]) -> bool:
     return False
 
 
-async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
-    """Acknowledge at once with a public "thinking" message; return its id for later edits."""
-    response = await interaction.response.defer(thinking=True)
-    return response.message_id if response is not None else None
+async def acknowledge(interaction: discord.Interaction[EaselBot]) -> Requester:
+    """Acknowledge a request for a job at once with a "thinking" message; return who asks, with its id.
+
+    The message is ephemeral when ``bot.visibility.answered_privately`` says so; the job's place
+    in line and its result are edits of it.
+    """
+    who = requester(interaction)
+    prefs = await interaction.client.services.generation.preferences.get(who.guild_id, who.user_id)
+    private = answered_privately(interaction, prefers_private=prefs.private)
+    response = await interaction.response.defer(thinking=True, ephemeral=private)
+    return requester(interaction, response.message_id if response is not None else None, private=private)
 
 
 class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):

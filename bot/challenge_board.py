@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import discord
+from discord.utils import format_dt
 
 from bot import challenges, images
 from bot.buttons import vote_view
 from bot.challenges import Challenge, Entry, Phase, Ranked
 from bot.delivery import NO_MENTIONS
 from bot.files import ImageFiles
+from bot.i18n import _
 from bot.store import Store
 from bot.text import escape
 
@@ -58,6 +60,32 @@ class DiscordBoard:
         if challenge.phase.ended:
             with contextlib.suppress(discord.HTTPException):
                 await message.unpin(reason=f"Easel challenge #{challenge.id} ended")
+
+    async def remind(self, challenge: Challenge) -> int:
+        """Post, in the challenge's channel, that the current phase has a tenth of its time left."""
+        deadline = challenge.deadline
+        assert deadline is not None, "only a running phase is reminded of"
+        when = {"relative": format_dt(deadline, "R"), "absolute": format_dt(deadline, "f")}
+        theme = escape(challenge.theme)[:THEME_TITLE_MAX]
+        if challenge.phase is Phase.SUBMISSIONS:
+            text = _(
+                "⏰ **{theme}**: submissions close {relative} ({absolute}). Enter your image with "
+                "**Submit** under your result, or with `/challenge submit`.",
+                theme=theme,
+                **when,
+            )
+        else:
+            text = _(
+                "⏰ **{theme}**: voting closes {relative} ({absolute}). Press ⭐ **Vote** under the "
+                "entries you like best.",
+                theme=theme,
+                **when,
+            )
+        # One nonce per phase: a repeat after a crash before the id was stored is dropped by Discord.
+        message = await self._send(
+            challenge, f"easel-cm{challenge.id}{challenge.phase.value[0]}", content=text
+        )
+        return message.id
 
     async def show_entry(self, challenge: Challenge, entry: Entry, number: int) -> int:
         """Post one entry of the gallery with its Vote button."""
@@ -126,5 +154,15 @@ def _announcement(challenge: Challenge) -> discord.Embed:
         description=challenges.rules_text(challenge),
         colour=COLOUR if not challenge.phase.ended else discord.Colour.dark_grey(),
     )
+    deadline = challenge.deadline
+    if deadline is not None:
+        # Discord's timestamps count down in every member's client and zone; the service edits
+        # the announcement when the phase changes, so this always names the current phase's end.
+        when = {"relative": format_dt(deadline, "R"), "absolute": format_dt(deadline, "f")}
+        if challenge.phase is Phase.SUBMISSIONS:
+            countdown = _("Submissions close {relative} ({absolute}).", **when)
+        else:
+            countdown = _("Voting closes {relative} ({absolute}).", **when)
+        embed.add_field(name=_("⏳ Countdown"), value=countdown, inline=False)
     embed.set_footer(text=f"Challenge #{challenge.id} · /challenge status")
     return embed

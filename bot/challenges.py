@@ -14,6 +14,11 @@ Decisions, so the store, the cog and the tests agree:
   passed while the bot was down goes SUBMISSIONS → VOTING → FINISHED in one catch-up: no gallery
   is posted for a vote that can no longer happen, and the results list every entry. Votes cast
   before the downtime count; none could be cast during it.
+- Phases last from 1 minute (speed rounds) to 60 days. A phase of at least 5 minutes gets one
+  reminder when a tenth of its time is left (``reminder_at``), only while the phase still runs:
+  after downtime past the deadline the phase just ends. An extension moves a pending reminder
+  and never repeats a posted one. Submissions are counted from the start's whole second, voting
+  from the close of submissions.
 - A challenge that closes submissions with no valid entry goes straight to FINISHED ("no
   entries"): there is nothing to vote on. With one entry voting still runs; others may vote for
   it, and it wins if it gets a vote.
@@ -64,6 +69,8 @@ __all__ = [
     "MIN_DURATION",
     "PARTICIPATION_POINTS",
     "PLACE_POINTS",
+    "REMINDER_MIN_PHASE",
+    "REMINDER_SHARE",
     "THEME_MAX",
     "TRANSITIONS",
     "VOTES_PER_MEMBER_MAX",
@@ -89,9 +96,13 @@ __all__ = [
     "gallery_order",
     "leaderboard",
     "new_challenge",
+    "next_wakeup",
     "parse_duration",
     "parse_message_link",
+    "phase_started",
     "points",
+    "reminder_at",
+    "reminder_due",
     "results_text",
     "rules_text",
     "status_text",
@@ -101,7 +112,8 @@ __all__ = [
     "winner",
 ]
 
-MIN_DURATION: Final = timedelta(minutes=5)
+# One minute: speed rounds (live prompt battles) run phases that short.
+MIN_DURATION: Final = timedelta(minutes=1)
 MAX_DURATION: Final = timedelta(days=60)
 # An embed title holds 256 characters; the theme is shown in one with a short prefix.
 THEME_MAX: Final = 200
@@ -109,6 +121,10 @@ ENTRIES_PER_MEMBER_MAX: Final = 10
 VOTES_PER_MEMBER_MAX: Final = 25
 PLACE_POINTS: Final[Mapping[int, int]] = {1: 10, 2: 6, 3: 3}
 PARTICIPATION_POINTS: Final = 1
+# A reminder goes out when a phase has a tenth of its time left, once per phase; a phase shorter
+# than five minutes gets none (its whole length is already a countdown members are watching).
+REMINDER_SHARE: Final = 10
+REMINDER_MIN_PHASE: Final = timedelta(minutes=5)
 
 # --------------------------------------------------------------------------- durations
 
@@ -279,6 +295,8 @@ class Challenge:
     votes_per_member: int | None = None
     shuffle: bool = False
     announcement_message_id: int | None = None
+    # The phases whose "a tenth of the time left" reminder was posted.
+    reminded: frozenset[Phase] = frozenset()
 
     def __post_init__(self) -> None:
         created = _utc(self.created_at, "created_at")
@@ -641,6 +659,56 @@ def advance(challenge: Challenge, to: Phase) -> Challenge:
     if to not in TRANSITIONS[challenge.phase]:
         raise ValueError(f"challenge {challenge.id} cannot go from {challenge.phase} to {to}")
     return replace(challenge, phase=to)
+
+
+def phase_started(challenge: Challenge) -> datetime | None:
+    """Return when the current phase began (as its deadlines count it), or None once the challenge is over.
+
+    Submissions began at the start, on the whole second ``new_challenge`` counted the deadlines
+    from; voting began when submissions closed. Extensions move the deadlines, not the starts.
+    """
+    if challenge.phase is Phase.SUBMISSIONS:
+        return _utc(challenge.created_at, "created_at").replace(microsecond=0)
+    if challenge.phase is Phase.VOTING:
+        return challenge.submit_until
+    return None
+
+
+def reminder_at(challenge: Challenge) -> datetime | None:
+    """Return when the current phase's reminder is due: with a tenth of its time left.
+
+    None when the challenge is over, the phase lasts under ``REMINDER_MIN_PHASE`` or its reminder
+    was already posted: at most one reminder per phase, even after an extension.
+    """
+    started, deadline = phase_started(challenge), challenge.deadline
+    if started is None or deadline is None or challenge.phase in challenge.reminded:
+        return None
+    length = deadline - started
+    if length < REMINDER_MIN_PHASE:
+        return None
+    return deadline - length / REMINDER_SHARE
+
+
+def reminder_due(challenge: Challenge, now: datetime) -> bool:
+    """Whether the current phase's reminder should be posted at ``now``.
+
+    Only while the phase still runs: after downtime past the deadline the phase simply ends, and
+    a reminder for a closed phase would mislead.
+    """
+    now = _utc(now)
+    at, deadline = reminder_at(challenge), challenge.deadline
+    return at is not None and deadline is not None and at <= now < deadline
+
+
+def next_wakeup(challenge: Challenge, now: datetime) -> datetime | None:
+    """Return the next moment after ``now`` something is due for ``challenge`` (its reminder or deadline).
+
+    A moment already past was just tried and failed (Discord refused the post): it is retried at
+    the runner's regular wake-up, not in a tight loop.
+    """
+    now = _utc(now)
+    moments = [m for m in (reminder_at(challenge), challenge.deadline) if m is not None and m > now]
+    return min(moments, default=None)
 
 
 def _ended_message(challenge: Challenge) -> str:

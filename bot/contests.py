@@ -26,9 +26,10 @@ from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
-# The runner sleeps until the next deadline, but wakes at least this often, so a clock that
-# jumps (a suspended host) or a missed poke delays a phase change by a minute at most.
-MAX_SLEEP_S = 60.0
+# The runner sleeps until the next deadline or reminder, but wakes at least this often: its sleep
+# runs on the loop's monotonic clock, so a wall clock that jumps (a suspended host, an NTP step)
+# or a missed poke delays a phase change by this much at most, small beside a 1-minute phase.
+MAX_SLEEP_S = 10.0
 # On stop, a pass under way may finish for this long: a post whose message id is not stored yet
 # would be posted again after the restart, and Discord drops a repeated nonce for minutes only.
 STOP_GRACE_S = 10.0
@@ -50,7 +51,11 @@ class Board(Protocol):
         ...
 
     async def update_announcement(self, challenge: Challenge) -> None:
-        """Show changed deadlines, or the end, on the announcement."""
+        """Show changed deadlines, the countdown of the current phase, or the end, on the announcement."""
+        ...
+
+    async def remind(self, challenge: Challenge) -> int:
+        """Post that the current phase has a tenth of its time left; return the message id."""
         ...
 
 
@@ -72,6 +77,9 @@ class ChallengeService:
         self._tasks = TaskGroup("challenges")
         self._wake = asyncio.Event()
         self._stopping = False
+        # One pass at a time: a second pass reading state the first has posted but not yet stored
+        # (a reminder sent, its id not written) would post it again.
+        self._pass = asyncio.Lock()
 
     # Every operation below loads what a rule in ``bot.challenges`` needs, asks it and writes the
     # answer inside one ``store.transaction()``, so two requests at once cannot both pass a check.
@@ -357,7 +365,15 @@ class ChallengeService:
         self._wake.set()
 
     async def process_due(self) -> float:
-        """Move every challenge whose deadline passed, post what each phase needs; return seconds to sleep."""
+        """Move every challenge whose deadline passed, post what each phase needs; return seconds to sleep.
+
+        The sleep ends at the next deadline or reminder, counted from the clock after the pass (a
+        pass that posted a gallery may have taken seconds, which a 1-minute phase notices).
+        """
+        async with self._pass:
+            return await self._process_due()
+
+    async def _process_due(self) -> float:
         now = self._clock()
         running = await self._store.challenges.running()
         for challenge in running:
@@ -377,10 +393,14 @@ class ChallengeService:
                 await self._post_results(challenge)
             except Exception:
                 log.exception("challenge %d: posting the results failed; will retry", challenge.id)
-        deadlines = [c.deadline for c in await self._store.challenges.running() if c.deadline is not None]
-        if not deadlines:
+        wakeups = [
+            moment
+            for c in await self._store.challenges.running()
+            if (moment := challenges.next_wakeup(c, now)) is not None
+        ]
+        if not wakeups:
             return MAX_SLEEP_S
-        return min(MAX_SLEEP_S, max(0.0, (min(deadlines) - now).total_seconds()))
+        return min(MAX_SLEEP_S, max(0.0, (min(wakeups) - self._clock()).total_seconds()))
 
     async def _runner(self) -> None:
         while not self._stopping:
@@ -405,17 +425,24 @@ class ChallengeService:
             await self._post_gallery(challenge)
         elif challenge.phase is Phase.FINISHED:
             await self._post_results(challenge)
+        if not self._stopping and challenges.reminder_due(challenge, now):
+            message_id = await self._board.remind(challenge)
+            await self._store.challenges.set_reminder(challenge.id, challenge.phase, message_id)
 
     async def _post_gallery(self, challenge: Challenge) -> None:
         entries = challenges.gallery_order(
             await self._store.challenges.entries(challenge.id), challenge.shuffle, seed=challenge.id
         )
-        for number, entry in enumerate(entries, start=1):
+        missing = [(number, e) for number, e in enumerate(entries, start=1) if e.gallery_message_id is None]
+        if missing:
+            # Voting has just begun, or a restart resumes its beginning: the announcement's
+            # countdown now runs to the end of voting.
+            await self._refresh(challenge)
+        for number, entry in missing:
             if self._stopping:
                 return  # the next start posts the rest
-            if entry.gallery_message_id is None:
-                message_id = await self._board.show_entry(challenge, entry, number)
-                await self._store.challenges.set_gallery_message(entry.id, message_id)
+            message_id = await self._board.show_entry(challenge, entry, number)
+            await self._store.challenges.set_gallery_message(entry.id, message_id)
 
     async def _post_results(self, challenge: Challenge) -> None:
         if await self._store.challenges.results_message(challenge.id) is not None:

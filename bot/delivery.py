@@ -140,7 +140,7 @@ class Delivery:
                 if message is None:
                     message = await self._send_to_channel(
                         job,
-                        f"<@{job.user_id}>, your images are ready.",
+                        _late_private(job) if job.private else f"<@{job.user_id}>, your images are ready.",
                         embed=result.embed,
                         file=result.file(),
                         view=result.view,
@@ -289,3 +289,16 @@ class Delivery:
         except (discord.Forbidden, discord.NotFound) as exc:
             log.warning("job %d: cannot post in channel %d (%s)", job.id, job.channel_id, exc.status)
             return None
+
+
+def _late_private(job: Job) -> str:
+    """The line above a private result that had to go to the channel, saying why it is there."""
+    # Discord accepts the interaction's webhook for 15 minutes; after that (a long queue, or a
+    # restart) an ephemeral answer cannot be sent at all. A DM could be refused (many members
+    # close them), and buttons do not work there, so the result is posted where it was asked for.
+    return _(
+        "<@{user}>, your images are ready. You asked for private results, but Discord lets Easel "
+        "answer you privately only for 15 minutes after your command, and this one took longer, "
+        "so it is posted here. You can remove it with 🗑️ Delete.",
+        user=job.user_id,
+    )

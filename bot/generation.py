@@ -460,6 +460,7 @@ class Generation:
             upload_limit=who.upload_limit,
             # Made from a flagged image (an upscale, a variation, a pick): restricted the same way.
             flagged=parent.flagged if parent else False,
+            private=who.private,
         )
 
     async def _find(self, job_id: int, guild_id: int) -> Job:

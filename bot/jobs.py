@@ -118,6 +118,7 @@ class NewJob:
     upload_limit: int = 10 * 1024 * 1024
     source_image: bytes | None = None
     flagged: bool = False  # made from a flagged result: shown only where that one may be
+    private: bool = False  # answered ephemerally: only the member sees its place in line and result
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Job:
     public_id: str = ""  # what /show takes: random, so results cannot be found by counting
     deleted_at: datetime | None = None  # when 🗑️ Delete removed the result: never shown again
     flagged: bool = False  # the safety checker flagged it: shown only in age-restricted channels
+    private: bool = False  # answered ephemerally; posted in the channel only once that answer is gone
 
     @property
     def is_grid(self) -> bool:
@@ -192,3 +194,4 @@ class Requester:
     # permissions say (the cog asks); by default nothing, so a forgotten lookup fails closed.
     can_view: Callable[[int], bool] = _sees_nothing
     age_restricted: bool = False  # whether the channel asked in is age-restricted
+    private: bool = False  # whether the interaction was acknowledged ephemerally (bot.visibility decides)

@@ -49,3 +49,15 @@ def age_restricted(interaction: discord.Interaction[Any]) -> bool:
 def _reads(permissions: discord.Permissions) -> bool:
     # Read Message History too: without it a member sees only what is posted while they watch.
     return permissions.view_channel and permissions.read_message_history
+
+
+def answered_privately(interaction: discord.Interaction[Any], *, prefers_private: bool) -> bool:
+    """Whether a job a member asks for through this interaction is answered to them alone.
+
+    Their own ``/prefer private`` decides for commands. A button on a result makes a job as
+    public as that result, unless the clicker prefers private results: a private result's
+    buttons (only its owner sees them) never publish what it kept private, and a member who
+    prefers private results gets their own reroll of a public one privately.
+    """
+    message = interaction.message
+    return prefers_private or (message is not None and message.flags.ephemeral)

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import images
-from bot.app import EaselBot, defer_public, requester
+from bot.app import EaselBot, acknowledge, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX, Hidden
@@ -46,15 +46,6 @@ class _Generate(commands.Cog):
         self.bot = bot
         self.services = bot.services
 
-    async def acknowledge(self, interaction: discord.Interaction[EaselBot]) -> int | None:
-        """Defer publicly, or privately for a member who prefers private results; return the response id."""
-        who = requester(interaction)
-        if not (await self.services.generation.preferences.get(who.guild_id, who.user_id)).private:
-            return await defer_public(interaction)
-        # The place in line and the result are edits of this ephemeral response.
-        response = await interaction.response.defer(thinking=True, ephemeral=True)
-        return response.message_id if response is not None else None
-
     async def run_imagine(
         self,
         interaction: discord.Interaction[EaselBot],
@@ -69,9 +60,8 @@ class _Generate(commands.Cog):
         """Acknowledge, queue the job, and show the member their place in line."""
         # A malformed inline parameter is answered privately, before the public "thinking…".
         parse_prompt(prompt)
-        message_id = await self.acknowledge(interaction)
         job = await self.services.generation.imagine(
-            requester(interaction, message_id),
+            await acknowledge(interaction),
             prompt,
             negative=negative or "",
             aspect=aspect.value if aspect else None,
@@ -113,7 +103,7 @@ class _Generate(commands.Cog):
                 f"That image is {image.width}×{image.height} pixels; upload one of at most "
                 f"{limits.max_input_pixels:,} pixels."
             )
-        message_id = await self.acknowledge(interaction)
+        who = await acknowledge(interaction)
 
         async def upload() -> images.SourceImage:
             data = await image.read()
@@ -125,7 +115,7 @@ class _Generate(commands.Cog):
             )
 
         job = await self.services.generation.variation(
-            requester(interaction, message_id), upload, prompt=prompt or "", strength=strength, count=count
+            who, upload, prompt=prompt or "", strength=strength, count=count
         )
         await self.services.worker.announce(job)
 

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import EaselBot, EaselButton, defer_public, reply, report_error, requester
+from bot.app import EaselBot, EaselButton, acknowledge, reply, report_error, requester
 from bot.buttons import Action, template
 from bot.delivery import NO_MENTIONS
 from bot.i18n import _
@@ -29,7 +29,7 @@ class _NewJobButton(EaselButton, template=r"(?!)"):
     remixable = False  # whether a member with remix on edits the prompt first
 
     async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
-        """Check the result privately, acknowledge publicly (or open Remix), then queue (or, for U, post) the new job."""
+        """Check the result privately, acknowledge (or open Remix), then queue (or, for U, post) the new job."""
         gen = interaction.client.services.generation
         # Check the job before acknowledging publicly, so a refusal gets a private answer only.
         who = requester(interaction)
@@ -40,8 +40,8 @@ class _NewJobButton(EaselButton, template=r"(?!)"):
         await self.queue(interaction, None)
 
     async def queue(self, interaction: discord.Interaction[EaselBot], remix: str | None) -> None:
-        """Acknowledge publicly and queue the new job (``remix``: the member's edited prompt)."""
-        who = requester(interaction, await defer_public(interaction))
+        """Acknowledge and queue the new job (``remix``: the member's edited prompt)."""
+        who = await acknowledge(interaction)
         job = await self.make(interaction.client, who, remix)
         if job.status is JobStatus.RENDERED:
             await interaction.client.services.delivery.deliver(job)

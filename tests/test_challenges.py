@@ -34,9 +34,13 @@ from bot.challenges import (
     gallery_order,
     leaderboard,
     new_challenge,
+    next_wakeup,
     parse_duration,
     parse_message_link,
+    phase_started,
     points,
+    reminder_at,
+    reminder_due,
     results_text,
     rules_text,
     status_text,
@@ -156,7 +160,9 @@ def stamp(moment: datetime, style: str) -> str:
         ("1 Day 12 Hours", timedelta(days=1, hours=12)),
         ("  2H 30M ", timedelta(hours=2, minutes=30)),
         ("1 hour, 5 min", timedelta(hours=1, minutes=5)),
-        ("5m", MIN_DURATION),
+        ("1m", MIN_DURATION),
+        ("1 minute", MIN_DURATION),
+        ("5m", timedelta(minutes=5)),
         ("60d", MAX_DURATION),
         ("8w 4d", MAX_DURATION),
     ],
@@ -174,7 +180,6 @@ def test_parse_duration_accepts_the_documented_forms(text: str, expected: timede
         "0m",
         "-2h",
         "-1d",
-        "4m",
         "61d",
         "9w",
         "99999999999999999999w",
@@ -197,11 +202,11 @@ def test_a_garbage_duration_names_the_accepted_forms() -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_duration("next friday")
     assert '"90m", "2h", "3d", "1d12h", "1w"' in str(refused.value)
-    assert "between 5 minutes and 60 days" in str(refused.value)
+    assert "between 1 minute and 60 days" in str(refused.value)
 
 
 def test_bounds_are_explained() -> None:
-    with pytest.raises(InvalidInput, match="at least 5 minutes"):
+    with pytest.raises(InvalidInput, match="at least 1 minute"):
         parse_duration("0m")
     with pytest.raises(InvalidInput, match="at most 60 days"):
         parse_duration("61d")
@@ -264,7 +269,8 @@ def test_new_challenge_computes_whole_second_deadlines_from_now() -> None:
         ({"theme": "   "}, "theme is empty"),
         ({"theme": "x" * 201}, "201 characters"),
         ({"submit_for": "soon"}, "`submit_for`"),
-        ({"vote_for": "1m"}, "`vote_for`"),
+        ({"vote_for": "0m"}, "`vote_for`"),
+        ({"vote_for": timedelta(seconds=30)}, "between 1 minute and 60 days"),
         ({"vote_for": timedelta(days=90)}, "`vote_for`"),
         ({"entries_per_member": 0}, "`entries_per_member`"),
         ({"entries_per_member": 11}, "`entries_per_member`"),
@@ -375,7 +381,7 @@ def test_a_phase_whose_deadline_passed_cannot_be_extended() -> None:
 
 def test_extensions_are_bounded() -> None:
     with pytest.raises(InvalidInput, match="An extension"):
-        extend(challenge(), timedelta(minutes=1), DURING_SUBMISSIONS)
+        extend(challenge(), timedelta(seconds=59), DURING_SUBMISSIONS)
     with pytest.raises(InvalidInput, match="Extend by less"):
         extend(challenge(), timedelta(days=59), DURING_SUBMISSIONS)
 
@@ -738,3 +744,67 @@ def test_results_text_shows_places_ties_and_the_rule() -> None:
     assert "…and 1 more." in text
     assert text.endswith("Ties go to the earlier submission.")
     assert "no winner" in results_text(challenge(Phase.FINISHED), [])
+
+
+# -- reminders -------------------------------------------------------------------------------------
+
+
+def timed(submit: timedelta, vote: timedelta, phase: Phase = Phase.SUBMISSIONS, **fields: Any) -> Challenge:
+    """A challenge started at START (with the microseconds a real clock gives) lasting ``submit`` then ``vote``."""
+    return replace(
+        challenge(phase),
+        created_at=START + timedelta(microseconds=417_000),
+        submit_until=START + submit,
+        vote_until=START + submit + vote,
+        **fields,
+    )
+
+
+def test_the_reminder_is_due_with_a_tenth_of_the_phase_left() -> None:
+    speed = timed(timedelta(minutes=10), timedelta(minutes=30))
+    # Counted from the whole second the deadlines were counted from, not the exact start time.
+    assert phase_started(speed) == START
+    assert reminder_at(speed) == START + timedelta(minutes=9)
+    assert not reminder_due(speed, START + timedelta(minutes=9) - SECOND)
+    assert reminder_due(speed, START + timedelta(minutes=9))
+    assert reminder_due(speed, START + timedelta(minutes=10) - SECOND)
+    # At the deadline the phase is over: no reminder for a phase that closed (downtime).
+    assert not reminder_due(speed, START + timedelta(minutes=10))
+
+    voting = replace(speed, phase=Phase.VOTING)
+    assert phase_started(voting) == START + timedelta(minutes=10)
+    assert reminder_at(voting) == START + timedelta(minutes=37)
+
+
+def test_a_phase_is_reminded_once_and_short_phases_never() -> None:
+    five = timed(timedelta(minutes=5), timedelta(minutes=2))
+    assert reminder_at(five) == START + timedelta(minutes=4, seconds=30)
+    assert reminder_at(replace(five, phase=Phase.VOTING)) is None  # 2 minutes: under five
+    assert reminder_at(timed(timedelta(minutes=4, seconds=59), timedelta(minutes=5))) is None
+    assert reminder_at(replace(five, reminded=frozenset({Phase.SUBMISSIONS}))) is None
+    # Submissions' reminder says nothing about voting's.
+    voting = timed(
+        timedelta(minutes=5), timedelta(minutes=10), Phase.VOTING, reminded=frozenset({Phase.SUBMISSIONS})
+    )
+    assert reminder_at(voting) == START + timedelta(minutes=14)
+    assert reminder_at(challenge(Phase.FINISHED)) is None
+    assert phase_started(challenge(Phase.CANCELLED)) is None
+
+
+def test_an_extension_moves_a_pending_reminder_but_never_repeats_one() -> None:
+    speed = timed(timedelta(minutes=10), timedelta(minutes=10))
+    longer = extend(speed, timedelta(minutes=10), START + timedelta(minutes=5))
+    assert reminder_at(longer) == START + timedelta(minutes=18)  # a tenth of 20 minutes
+    assert reminder_at(replace(longer, reminded=frozenset({Phase.SUBMISSIONS}))) is None
+
+
+def test_the_runner_wakes_for_the_next_reminder_or_deadline() -> None:
+    speed = timed(timedelta(minutes=10), timedelta(minutes=2))
+    minutes = [START + timedelta(minutes=m) for m in range(13)]
+    assert next_wakeup(speed, START) == minutes[9]
+    assert next_wakeup(replace(speed, reminded=frozenset({Phase.SUBMISSIONS})), START) == minutes[10]
+    # A reminder due but not posted (Discord refused it) does not make the runner spin.
+    assert next_wakeup(speed, minutes[9]) == minutes[10]
+    assert next_wakeup(replace(speed, phase=Phase.VOTING), minutes[10]) == minutes[12]
+    assert next_wakeup(speed, minutes[10]) is None
+    assert next_wakeup(challenge(Phase.FINISHED), START) is None

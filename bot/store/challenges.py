@@ -20,6 +20,8 @@ from bot.store.errors import RowMissing
 log = logging.getLogger(__name__)
 
 RUNNING_PHASES = (Phase.SUBMISSIONS.value, Phase.VOTING.value)
+# The column that records each running phase's reminder message.
+REMINDER_COLUMNS = {Phase.SUBMISSIONS: "submit_reminder_message_id", Phase.VOTING: "vote_reminder_message_id"}
 VALID_ENTRY = "e.withdrawn_at IS NULL AND e.disqualified = 0"  # on ``entries e``: the entry still competes
 
 
@@ -210,6 +212,13 @@ class ChallengeStore:
                 "UPDATE challenges SET results_message_id = ? WHERE id = ?", (message_id, challenge_id)
             )
 
+    async def set_reminder(self, challenge_id: int, phase: Phase, message_id: int) -> None:
+        """Record the message that reminded members of a phase's end: after this it is never posted again."""
+        column = REMINDER_COLUMNS[phase]
+        async with self._db.transaction() as db:
+            await db.execute(f"UPDATE challenges SET {column} = ? WHERE id = ?", (message_id, challenge_id))
+        log.info("challenge %d: %s reminder posted", challenge_id, phase.value)
+
     async def results_message(self, challenge_id: int) -> int | None:
         """Return the message that shows a challenge's results, or None while they are unposted."""
         async with self._db.read() as db:
@@ -376,6 +385,7 @@ def challenge_from_row(row: sqlite3.Row | aiosqlite.Row) -> Challenge:
         votes_per_member=row["votes_per_member"],
         shuffle=bool(row["shuffle"]),
         announcement_message_id=row["announcement_message_id"],
+        reminded=frozenset(phase for phase, column in REMINDER_COLUMNS.items() if row[column] is not None),
     )
 
 

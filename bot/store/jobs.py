@@ -301,8 +301,8 @@ async def _insert_job(
         """
         INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at, updated_at,
                           app_id, token, token_created_at, status_message_id, parent_id, parent_index,
-                          upload_limit, images, source_path, public_id, flagged, made_by)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          upload_limit, images, source_path, public_id, flagged, made_by, private)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         RETURNING *
         """,
         (
@@ -327,6 +327,7 @@ async def _insert_job(
             new_public_id(),
             int(new.flagged),
             made_by,
+            int(new.private),
         ),
     )
     [row] = rows
@@ -402,4 +403,5 @@ def job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
         public_id=str(row["public_id"]),
         deleted_at=None if row["deleted_at"] is None else datetime.fromisoformat(row["deleted_at"]),
         flagged=bool(row["flagged"]),
+        private=bool(row["private"]),
     )
