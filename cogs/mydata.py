@@ -124,6 +124,9 @@ class ForgetButton(EaselButton, template=template(Action.FORGET)):
         )
 
 
+BUTTONS = (ForgetButton,)
+
+
 class MyData(commands.GroupCog, group_name="mydata", group_description="What Easel keeps about you here."):
     """Members' data, and the server events that decide when a departed server's data goes."""
 
@@ -134,10 +137,10 @@ class MyData(commands.GroupCog, group_name="mydata", group_description="What Eas
         super().__init__()
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ForgetButton)
+        self.bot.add_dynamic_items(*BUTTONS)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ForgetButton)
+        self.bot.remove_dynamic_items(*BUTTONS)
         await self.services.retention.stop()
 
     @app_commands.command(name="export", description="Get everything Easel keeps about you here, as files.")

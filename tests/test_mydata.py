@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from bot.config import parse_settings
+from bot.errors import ConfigError
 from bot.jobs import Job
 from bot.memberdata import ZIP_FIXED, ZIP_PER_FILE
 from bot.quotas import Window
@@ -249,7 +251,8 @@ async def test_settings_purge_member_is_for_moderators_and_audited(easel: Harnes
         lambda: bool(inter.followups) or "deleted" in (inter.original.content if inter.original else "")
     )
     answer = inter.followups[-1] if inter.followups else inter.original
-    assert answer is not None and answer.ephemeral
+    assert answer is not None
+    assert answer.ephemeral
     assert f"The stored data of <@{ALICE}> in this server is deleted" in answer.content
     assert (await stored(easel, job.id)).params.prompt == ""
     assert not any(path.exists() for path in image_files(easel, job))
@@ -341,3 +344,44 @@ async def test_servers_left_while_easel_was_down_are_found_at_start_and_kept_if_
         await easel.bot.services.retention.sweep()  # type: ignore[union-attr]
         assert (await stored(easel, there.id)).params.prompt == "a bridge in server B"
         assert "removed all its data" not in caplog.text
+
+
+async def test_delete_cancels_the_members_waiting_and_rendering_jobs_first(easel: Harness) -> None:
+    await make(easel, "a finished kite")
+    easel.openai.delay = 2.0
+    waiting = [await easel.imagine(f"a waiting kite {n}") for n in range(3)]
+    # Each shows its place in line or that it renders: all three are stored.
+    await easel.discord.wait_for(lambda: all(w.original is not None and w.original.content for w in waiting))
+    bobs = await easel.imagine("bob's kite", user=BOB)
+
+    message = await confirm_button(easel)
+    await click_confirm(easel, message)
+    done = easel.discord.messages[message.id].content
+    assert "3 jobs still waiting or rendering were cancelled first; nothing was charged for them." in done
+
+    # Each job's status message says it was cancelled, as a Cancel button would have.
+    await easel.discord.wait_for(
+        lambda: all("was cancelled" in (w.original.content if w.original else "") for w in waiting),
+        timeout=30,
+    )
+    async with Store.open(easel.settings.storage.path) as store:
+        jobs = await store.members.jobs(GUILD_A, ALICE)
+        assert [job.status.value for job in jobs] == ["posted", "cancelled", "cancelled", "cancelled"]
+        assert {job.params.prompt for job in jobs} == {""}
+        assert [c.state for c in await store.members.charges(GUILD_A, ALICE)] == [
+            "settled",
+            "released",
+            "released",
+            "released",
+        ]
+    # Bob's job goes on.
+    result = await easel.result_of(bobs, timeout=30)
+    assert "bob's kite" in result.embeds[0]["description"]
+
+
+@pytest.mark.parametrize("value", [0, -3, 4000, "30", True])
+def test_purge_after_days_is_checked_when_the_config_loads(tmp_path: Path, value: object) -> None:
+    raw = {"discord": {"token": "t"}, "storage": {"purge_after_days": value}}
+    with pytest.raises(ConfigError, match=r"storage\.purge_after_days"):
+        parse_settings(raw, {}, base_dir=tmp_path)
+    assert parse_settings({"discord": {"token": "t"}}, {}, base_dir=tmp_path).storage.purge_after_days == 30

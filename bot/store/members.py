@@ -22,10 +22,11 @@ from bot.store.connection import Database
 from bot.store.jobs import job_from_row
 
 BATCH = 500
-# The assignments that remove a job's content: prompts, images, uploads, the interaction token.
+# The assignments that remove a job's content: prompts, images, uploads. The interaction token stays
+# for its last minutes: the notice of a job cancelled by a deletion goes through it.
 _SCRUB = (
     "params = json_set(params, '$.prompt', '', '$.negative', '', '$.extra_prompt', ''), "
-    "images = '[]', source_path = NULL, token = NULL, scrubbed_at = COALESCE(scrubbed_at, :now)"
+    "images = '[]', source_path = NULL, scrubbed_at = COALESCE(scrubbed_at, :now)"
 )
 # A result still on Discord keeps its member, so that its 🗑️ Delete button still works for them.
 _STILL_POSTED = "status = 'posted' AND message_id IS NOT NULL AND deleted_at IS NULL"
