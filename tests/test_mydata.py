@@ -326,7 +326,7 @@ async def test_a_server_that_removes_easel_loses_its_data_after_purge_after_days
         assert all(path.exists() for path in image_files(easel, here))
 
 
-async def test_servers_left_while_easel_was_down_are_found_at_start_and_kept_if_it_comes_back(
+async def test_servers_left_while_easel_was_down_are_found_at_start_and_kept_when_it_comes_back(
     tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.retention")
@@ -339,6 +339,15 @@ async def test_servers_left_while_easel_was_down_are_found_at_start_and_kept_if_
         await easel.discord.wait_for(lambda: f"guild {GUILD_B} removed Easel" in caplog.text)
 
         easel.discord.add_guild(GUILD_B, channels=[(222_000_000_000_000_202, "art")])
+        await easel.discord.wait_for(lambda: f"guild {GUILD_B} has Easel again" in caplog.text)
+
+        # Removed while running, added back while down: the start finds it back.
+        caplog.clear()
+        easel.discord.remove_guild(GUILD_B)
+        await easel.discord.wait_for(lambda: f"guild {GUILD_B} removed Easel" in caplog.text)
+        await easel.stop_bot()
+        easel.discord.add_guild(GUILD_B, channels=[(222_000_000_000_000_202, "art")])
+        await easel.start_bot()
         await easel.discord.wait_for(lambda: f"guild {GUILD_B} has Easel again" in caplog.text)
         clock.now += timedelta(days=31)
         await easel.bot.services.retention.sweep()  # type: ignore[union-attr]
