@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
@@ -36,6 +36,7 @@ from bot.generation import Generation
 from bot.health import HealthServer, backends_check, gateway_check, store_check
 from bot.jobs import utcnow
 from bot.lifecycle import LocalLifecycle
+from bot.memberdata import MemberData
 from bot.metrics import Metrics
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ from bot.renderers import openai as openai_renderer
 from bot.renderers.base import Operation, Renderer, RenderRequest
 from bot.renderers.local import LocalRenderer
 from bot.renderers.upscale import LanczosUpscaler
+from bot.retention import Retention
 from bot.retry import RetryPolicy
 from bot.startup import wait_for_discord
 from bot.store import Store
@@ -119,7 +121,7 @@ def open_openai(settings: Settings) -> openai_renderer.OpenAIRenderer:
 async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> AsyncIterator[EaselBot]:
     """Open the store and renderers, build the bot around them, and close everything in reverse order.
 
-    ``clock`` tells quotas and challenge deadlines the time (tests move it).
+    ``clock`` tells quotas, challenge deadlines and the data sweep the time (tests move it).
     """
     async with AsyncExitStack() as stack:
         point_at(settings.discord)
@@ -213,6 +215,14 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                 moderation=moderation,
                 contests=contests,
                 actions=RateLimiter(settings.limits.burst, settings.limits.refill_s),
+                members=MemberData(store, files, lifecycle, stop_render=worker.cancel_running, clock=clock),
+                # Started by cogs.mydata once Discord has said which servers Easel is still in.
+                retention=Retention(
+                    store,
+                    files,
+                    purge_after=timedelta(days=settings.storage.purge_after_days),
+                    clock=clock,
+                ),
             )
 
         bot = EaselBot(services)

@@ -21,8 +21,10 @@ from bot.delivery import NO_MENTIONS, Delivery
 from bot.errors import EaselError
 from bot.generation import Generation
 from bot.jobs import Interaction, Requester
+from bot.memberdata import MemberData
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
+from bot.retention import Retention
 from bot.visibility import age_restricted, answered_privately, channel_viewer
 from bot.worker import Worker
 
@@ -38,6 +40,7 @@ EXTENSIONS = (
     "cogs.challenges",
     "cogs.prefer",
     "cogs.history",
+    "cogs.mydata",
     "cogs.help",
 )
 
@@ -53,6 +56,8 @@ class Services:
     moderation: Moderation
     contests: ChallengeService
     actions: RateLimiter  # every command and button press of a member takes one
+    members: MemberData
+    retention: Retention
 
 
 async def reply(interaction: discord.Interaction[Any], text: str) -> None:

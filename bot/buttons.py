@@ -41,6 +41,7 @@ class Action(enum.StrEnum):
     WITHDRAW = "withdraw"  # one's own entry, before submissions close
     HISTORY = "history"  # a /history page (the id of its stored page row)
     RECALL = "recall"  # show one's own job from /history, privately
+    FORGET = "forget"  # confirm /mydata delete (the id of the member who asked)
 
     @property
     def indexed(self) -> bool:
@@ -53,7 +54,7 @@ class ButtonRef:
     """What a button's custom id says: an action on a job or a challenge entry (for U/V, one image)."""
 
     action: Action
-    target: int  # a job id, or an entry id for VOTE and WITHDRAW
+    target: int  # a job id, an entry id for VOTE and WITHDRAW, a member id for FORGET
     index: int | None = None
 
     @property

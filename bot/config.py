@@ -138,6 +138,8 @@ class StorageSettings:
     """Where jobs and images live."""
 
     path: Path = Path("data") / DB_NAME
+    # Days after a server removes Easel until its data (jobs, images, settings, challenges) is removed.
+    purge_after_days: int = 30
 
     @property
     def images_dir(self) -> Path:
@@ -416,13 +418,21 @@ def parse_settings(
 
     local = _local(_Section("local", raw.get("local", {}), set(LOCAL_KEYS)), base_dir)
 
-    s = _Section("storage", raw.get("storage", {}), {"path"})
+    s = _Section("storage", raw.get("storage", {}), {"path", "purge_after_days"})
     # EASEL_DATA (the Docker image sets /data) is the default folder, so a config mounted over
     # the image's keeps the database on the data volume unless it names a path itself.
     data_dir = env.get("EASEL_DATA")
     default_db = Path(data_dir) / DB_NAME if data_dir else StorageSettings().path
     db = Path(s.get("path", str, str(default_db)))
-    storage = StorageSettings(path=db if db.is_absolute() else base_dir / db)
+    storage = StorageSettings(
+        path=db if db.is_absolute() else base_dir / db,
+        purge_after_days=s.get(
+            "purge_after_days",
+            int,
+            StorageSettings.purge_after_days,
+            lambda v: None if 1 <= v <= 3650 else "must be 1 to 3650 days",
+        ),
+    )
 
     q = _Section(
         "queue", raw.get("queue", {}), {"max_per_member", "max_per_guild", "max_total", "position_update_s"}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -46,6 +48,19 @@ class ImageFiles:
     async def remove_job(self, job_id: int) -> None:
         """Delete a job's rendered images (a render whose job was cancelled meanwhile)."""
         await asyncio.to_thread(shutil.rmtree, self.root / "jobs" / str(job_id), True)
+
+    async def remove_all(self, names: Iterable[str]) -> None:
+        """Delete stored images (and the folders they leave empty) whose rows were removed."""
+        await asyncio.to_thread(self._remove_all, tuple(names))
+
+    def _remove_all(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            path = self.root / name
+            path.unlink(missing_ok=True)
+            # A job's folder holds only its own images: gone with its last one.
+            with contextlib.suppress(OSError):
+                if path.parent != self.root and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
 
     def _private_root(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import InvalidInput
+from bot.i18n import N_, _, ngettext
 from bot.policy import ContentRules
 from bot.quotas import Budget, Costs, QuotaPolicy, RoleLimit, validate_timezone
 
 UNLIMITED = ("unlimited", "none", "off", "no limit", "-")
+FOREVER = ("forever", "off", "none", "unlimited", "-")
 MENTION = re.compile(r"<[@#]&?!?(\d+)>|(\d{15,20})")
 
 
@@ -38,6 +40,7 @@ class Kind(enum.StrEnum):
     TERMS = "terms separated by commas"
     PATTERNS = "regular expressions, one per line"
     ROLE_LIMITS = "set with /settings role-quota"
+    DAYS = N_("a number of days, or forever")
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("timezone", Kind.TIMEZONE, "UTC", "Time zone of the daily, weekly and monthly resets."),
     Setting("moderator_role", Kind.ROLE, None, "Role that may use moderator commands besides Manage Server."),
+    Setting(
+        "retention_days",
+        Kind.DAYS,
+        None,
+        N_("Days Easel keeps prompts and images (forever: it keeps everything)."),
+        minimum=1,
+        maximum=3650,
+    ),
 )
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 
@@ -119,6 +130,7 @@ class GuildSettings:
     banned: tuple[int, ...]
     audit_channel: int | None
     moderator_role: int | None
+    retention_days: int | None  # None: prompts and images are kept for good
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> GuildSettings:
@@ -153,6 +165,7 @@ class GuildSettings:
             banned=tuple(v["banned"]),
             audit_channel=v["audit_channel"],
             moderator_role=v["moderator_role"],
+            retention_days=v["retention_days"],
         )
 
 
@@ -172,6 +185,8 @@ def parse(key: str, text: str, *, backends: Sequence[str]) -> Any:
         return None if text.lower() in UNLIMITED else _number(setting, text)
     if kind is Kind.NUMBER:
         return _number(setting, text)
+    if kind is Kind.DAYS:
+        return None if text.lower() in FOREVER else _number(setting, text)
     if kind is Kind.MONEY:
         if text.lower() in UNLIMITED:
             return None
@@ -225,12 +240,16 @@ def parse(key: str, text: str, *, backends: Sequence[str]) -> Any:
 def show(key: str, value: Any) -> str:
     """Show a stored value the way /settings lists it (lists of ids as mentions)."""
     kind = BY_KEY[key].kind
+    if value is None and kind is Kind.DAYS:
+        return _("forever")
     if value is None:
         return "unlimited" if kind in (Kind.LIMIT, Kind.MONEY) else "none"
     if kind is Kind.SWITCH:
         return "on" if value else "off"
     if kind is Kind.MONEY:
         return f"${value:,.2f}"
+    if kind is Kind.DAYS:
+        return ngettext("{count} day", "{count} days", value)
     if kind in (Kind.CHANNELS, Kind.CHANNEL):
         return _join(f"<#{i}>" for i in _listed(value)) or "none"
     if kind in (Kind.ROLES, Kind.ROLE):

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from bot import admission, charts, guild_settings, quotas
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
 from bot.guild_settings import GuildSettings, Kind
+from bot.i18n import _
 from bot.jobs import JobKind, JobParams, Requester, utcnow
 from bot.policy import PATTERNS_MAX, TERMS_MAX, validate_pattern, validate_term
 from bot.quotas import Admission, Limits, PriceTable, Windows
@@ -228,6 +229,21 @@ class Moderation:
             # Moving or turning off the audit channel is itself on record, where it was.
             await self._post(who.guild_id, int(before), line)
         return change
+
+    async def purged(self, who: Requester, user_id: int, jobs: int, entries: int) -> None:
+        """Put a moderator's removal of a member's stored data on record (log and audit channel)."""
+        log.info("guild %d: member %d removed member %d's stored data", who.guild_id, who.user_id, user_id)
+        await self.audit(
+            who.guild_id,
+            _(
+                "🧹 <@{moderator}> removed the stored data of <@{member}>: prompts and images of {jobs} jobs, "
+                "{entries} challenge entries.",
+                moderator=who.user_id,
+                member=user_id,
+                jobs=jobs,
+                entries=entries,
+            ),
+        )
 
     # -- screening requests ------------------------------------------------------------------------
 

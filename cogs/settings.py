@@ -25,9 +25,11 @@ from bot.app import EaselBot, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.guild_settings import Kind
+from bot.i18n import N_, _
 from bot.jobs import Requester
 from bot.moderation import Change, Moderation
 from bot.policy import PATTERN_MAX, TERM_MAX
+from cogs.mydata import deletion_summary
 
 # Discord: at most 25 autocomplete choices, names and values 1–100 characters; an embed holds
 # 25 fields of at most 1024 characters each, 6000 characters in all; a message 2000.
@@ -48,12 +50,14 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Budget", ("monthly_images", "monthly_spend_usd")),
     ("Content", ("blocked_terms", "blocked_patterns", "moderation_check")),
     ("Moderation", ("moderator_role", "audit_channel", "banned")),
+    (N_("Members' data"), ("retention_days",)),
 )
 # Lists with commands of their own, left out of /settings set's suggestions (it still takes a whole list).
 OWN_COMMANDS = frozenset({"role_limits", "blocked_terms", "blocked_patterns", "banned"})
 SWITCHES = ("on", "off")
 LIMIT_EXAMPLES = ("unlimited", "5", "10", "20", "50", "100")
 NUMBER_EXAMPLES = ("0", "1", "2", "3", "4", "5", "10", "30", "60")
+DAYS_EXAMPLES = ("forever", "30", "90", "180", "365")
 RULE_CHOICES = [
     Choice(name="allow: generation only in allowed channels", value="allow"),
     Choice(name="deny: no generation in this channel", value="deny"),
@@ -242,6 +246,19 @@ class Settings(commands.Cog):
         change = await self.moderation.remove_from_list(requester(interaction), "banned", member.id)
         await _done(interaction, change)
 
+    @settings.command(name="purge", description="Delete a member's stored prompts, images and entries here.")
+    @app_commands.describe(member="The member whose data Easel deletes (their posted results stay)")
+    async def purge(self, interaction: discord.Interaction[EaselBot], member: discord.User) -> None:
+        who = requester(interaction)
+        await self.moderation.require_moderator(who)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        # The same removal as the member's own /mydata delete.
+        deletion = await interaction.client.services.members.delete(who.guild_id, member.id)
+        await self.moderation.purged(who, member.id, deletion.jobs, deletion.entries)
+        await interaction.followup.send(
+            deletion_summary(deletion, member=member.id), ephemeral=True, allowed_mentions=NO_MENTIONS
+        )
+
     # -- channels and roles, picked rather than typed -------------------------------------------------
 
     @settings.command(name="channel", description="Allow or deny image generation in a channel.")
@@ -337,8 +354,8 @@ def _fields(stored: dict[str, Any]) -> list[tuple[str, str]]:
             value = stored[key]
             mark = " ✏️" if value != setting.default else ""
             shown = _cut(guild_settings.show(key, value), SHOWN_VALUE_MAX)
-            lines.append(f"`{key}`: **{shown}**{mark}\n{setting.help}")
-        name = section
+            lines.append(f"`{key}`: **{shown}**{mark}\n{_(setting.help)}")
+        name = _(section)
         while lines:
             chunk: list[str] = []
             while lines and len("\n".join([*chunk, lines[0]])) <= FIELD_MAX:
@@ -379,6 +396,7 @@ def _suggestions(setting: guild_settings.Setting, typed: str, backends: tuple[st
         Kind.LIMIT: LIMIT_EXAMPLES,
         Kind.MONEY: LIMIT_EXAMPLES,
         Kind.NUMBER: (str(setting.default), *NUMBER_EXAMPLES),
+        Kind.DAYS: DAYS_EXAMPLES,
         Kind.CHANNEL: ("none",),
         Kind.CHANNELS: ("none",),
         Kind.ROLE: ("none",),

@@ -24,6 +24,7 @@ from bot.errors import InvalidInput
 from bot.jobs import Job, JobKind, JobParams, JobStatus
 from cogs.challenges import BUTTONS as CHALLENGE_BUTTONS
 from cogs.history import BUTTONS as HISTORY_BUTTONS
+from cogs.mydata import BUTTONS as MYDATA_BUTTONS
 from cogs.results import BUTTONS as RESULT_BUTTONS
 
 
@@ -47,6 +48,7 @@ REGISTERED: tuple[type[EaselButton], ...] = (
     *RESULT_BUTTONS,
     *CHALLENGE_BUTTONS,
     *HISTORY_BUTTONS,
+    *MYDATA_BUTTONS,
 )
 
 

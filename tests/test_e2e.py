@@ -329,6 +329,7 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
         "history",
         "imagine",
         "leaderboard",
+        "mydata",
         "prefer",
         "queue",
         "quota",

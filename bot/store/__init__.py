@@ -1,7 +1,8 @@
 """The only package that speaks SQL: one aiosqlite connection, split by feature.
 
 ``connection`` owns the connection, its write lock, migrations and transactions; ``jobs``,
-``charges`` and ``challenges`` each own their tables and turn rows into values. The store
+``charges``, ``challenges`` and ``preferences`` each own their tables and turn rows into values;
+``members`` reads and removes what Easel keeps about a member or a server across them. The store
 holds no domain rules and no member-facing text: services load, decide and write inside
 ``Store.transaction()``, and turn the store's typed errors (``bot.store.errors``) into the
 ``EaselError`` a member reads.
@@ -18,12 +19,14 @@ from bot.store.charges import ChargeStore
 from bot.store.connection import Database
 from bot.store.errors import RowMissing, StoreError, TransitionRefused
 from bot.store.jobs import JobStore
+from bot.store.members import MemberStore
 from bot.store.preferences import PreferenceStore
 
 __all__ = [
     "ChallengeStore",
     "ChargeStore",
     "JobStore",
+    "MemberStore",
     "PreferenceStore",
     "RowMissing",
     "Store",
@@ -33,7 +36,7 @@ __all__ = [
 
 
 class Store:
-    """Durable state of Easel: ``jobs``, ``charges``, ``challenges``, ``preferences``; one connection, one lock."""
+    """Durable state of Easel: ``jobs``, ``charges``, ``challenges``, ``preferences``, ``members``; one connection, one lock."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -41,6 +44,7 @@ class Store:
         self.charges = ChargeStore(database)
         self.challenges = ChallengeStore(database)
         self.preferences = PreferenceStore(database)
+        self.members = MemberStore(database)
 
     @classmethod
     @asynccontextmanager

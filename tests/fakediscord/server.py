@@ -319,6 +319,13 @@ class FakeDiscord:
             # A guild joined while connected arrives as a lone GUILD_CREATE, like an invite accepted live.
             self._spawn(self._gateway.dispatch(session, "GUILD_CREATE", self._guild_create(guild)))
 
+    def remove_guild(self, guild_id: int) -> None:
+        """Take the bot out of a guild (kicked): a GUILD_DELETE without ``unavailable`` if connected."""
+        del self.guilds[guild_id]
+        session = self._gateway.live_session(self._shard_for(guild_id))
+        if session is not None:
+            self._spawn(self._gateway.dispatch(session, "GUILD_DELETE", {"id": str(guild_id)}))
+
     async def add_role(self, guild_id: int, name: str) -> int:
         """Create a role in a guild (GUILD_ROLE_CREATE when connected) and return its id."""
         guild = self.guilds[guild_id]
