@@ -235,7 +235,11 @@ async def test_the_documented_acl_is_enough_for_a_worker_and_the_bot_to_render_a
             result = await easel.result_of(inter, timeout=90)
             assert posts(easel, job_id(result)) == 1
             await pool.until(pool.idle, why="every entry acknowledged")
+        # Stopping is allowed too: the worker leaves its pub/sub and connections cleanly.
+        worker.signal(signal.SIGTERM)
+        assert await worker.process.wait() == 0
         log = worker.log.read_text()
+        assert "worker gpu-1 stopped" in log
         assert f"jobs [{job_id(result)}]: results published" in log
         # Every command either side sent was allowed: none was refused and retried past.
         assert "no permissions" not in log
