@@ -460,7 +460,8 @@ def transport_rows(result: Transport) -> list[Row]:
         out.append(
             (
                 f"one job at a time, in-process renderer: median ms per job ({len(base.latencies_ms)} jobs)",
-                f"{median(base.latencies_ms):.2f}",
+                f"{median(base.latencies_ms):.2f}"
+                + (f" · incomplete: {base.failure}" if base.failure else ""),
             )
         )
     if remote is not None and remote.latencies_ms:
