@@ -3,8 +3,9 @@
 Parts (``--only`` picks some): ``ack`` (acknowledgement latency under a burst), ``throughput``
 (queue throughput with an instant renderer), ``depth`` (queue cost per call at 100 to 50,000
 queued jobs), ``e2e`` (the bot as its own process: jobs/s, its CPU per job, and the floor a bare
-discord.py bot costs), ``batching`` (local renderer images/s, batched against one at a time) and ``busy``
-(acks and event-loop lag while the local renderer works).
+discord.py bot costs), ``batching`` (local renderer images/s, batched against one at a time), ``busy``
+(acks and event-loop lag while the local renderer works) and ``transport`` (remote workers through
+Redis: images/s with 1, 2 and 4 workers, and the per-job overhead against the in-process renderer).
 The local parts use a tiny random model built offline in a temporary directory, or, with
 ``--model``, an operator's own diffusers model on ``--device``.
 """
@@ -30,10 +31,11 @@ from bench.e2e import GUILDS as E2E_GUILDS
 from bench.e2e import Run, e2e
 from bench.load import GUILDS, ack_latency, throughput
 from bench.report import Row, local_device, machine, rows, table
+from bench.transport import transport, transport_rows
 from bot.config import DTYPES
 from bot.errors import ConfigError
 
-PARTS = ("ack", "throughput", "depth", "e2e", "batching", "busy")
+PARTS = ("ack", "throughput", "depth", "e2e", "batching", "busy", "transport")
 TINY_SIZES = (64, 256, 512)
 MODEL_SIZES = (512, 768, 1024)
 
@@ -80,6 +82,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="e2e: run Easel once more under py-spy, writing its samples to this file"
     )
+    remote = parser.add_argument_group("remote transport")
+    remote.add_argument(
+        "--transport-sleep", type=float, default=0.25, help="transport: seconds each worker sleeps per batch"
+    )
+    remote.add_argument("--transport-batch", type=int, default=4, help="transport: one-image jobs per batch")
+    remote.add_argument(
+        "--transport-seconds",
+        type=float,
+        default=4.0,
+        help="transport: ideal seconds of work per worker count",
+    )
+    remote.add_argument(
+        "--transport-jobs", type=int, default=20, help="transport: jobs sent one at a time, each way"
+    )
+    remote.add_argument(
+        "--transport-limit", type=float, default=60.0, help="transport: most seconds waiting on each phase"
+    )
     local = parser.add_argument_group("local renderer (batching and busy)")
     local.add_argument("--model", help="a diffusers model directory (default: a tiny random model)")
     local.add_argument("--device", default="auto", help="as [local] device: auto, cpu, cuda, cuda:N, mps")
@@ -105,6 +124,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.sizes = MODEL_SIZES if args.model else TINY_SIZES
     if args.busy_preload < 1 or args.batch_jobs < 1 or args.max_batch < 1 or args.rounds < 1:
         parser.error("--busy-preload, --batch-jobs, --max-batch and --rounds must be at least 1")
+    if args.transport_batch < 1 or args.transport_jobs < 1 or args.transport_sleep <= 0:
+        parser.error("--transport-batch and --transport-jobs must be at least 1, --transport-sleep above 0")
     if args.lag_seconds < 0.5:
         parser.error("--lag-seconds must be at least 0.5")
     if bad := [size for size in (*args.sizes, args.busy_size) if size % 8]:
@@ -318,6 +339,19 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
             asyncio.run(e2e(args.e2e_jobs, args.window, args.e2e_limit, args.profile)),
             args.e2e_jobs,
             args.window,
+        )
+    if "transport" in args.only:
+        print("bench: transport", file=sys.stderr)
+        out += transport_rows(
+            asyncio.run(
+                transport(
+                    sleep_s=args.transport_sleep,
+                    batch=args.transport_batch,
+                    seconds=args.transport_seconds,
+                    jobs=args.transport_jobs,
+                    limit_s=args.transport_limit,
+                )
+            )
         )
     if not {"batching", "busy"} & set(args.only):
         return out, "n/a (no local model run)"

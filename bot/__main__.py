@@ -33,7 +33,7 @@ from bot.endpoints import point_at
 from bot.errors import ConfigError, EaselError
 from bot.files import ImageFiles
 from bot.generation import Generation
-from bot.health import HealthServer, backends_check, gateway_check, store_check
+from bot.health import HealthServer, backends_check, gateway_check, listen_error, store_check
 from bot.jobs import utcnow
 from bot.lifecycle import LocalLifecycle
 from bot.memberdata import MemberData
@@ -130,13 +130,18 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         await store.jobs.clear_expired_tokens(clock())
         files = ImageFiles(settings.storage.images_dir)
         await files.make_private()
+        # Its own registry, not prometheus_client's global one: two apps in one process (tests)
+        # must not share counts. Recorded whether or not [metrics] serves them: it costs little.
+        metrics = Metrics(CollectorRegistry())
         renderers: dict[str, Renderer] = {}
         concurrency: dict[str, int] = {}
         offline: dict[str, str] = {}
         if settings.redis.enabled:
             # The local backend's renders go to remote workers; this process loads no model.
             client = await stack.enter_async_context(Redis.from_url(settings.redis.url.reveal()))
-            remote = RemoteRenderer(client, store, max_pixels=settings.images.upscale_max_pixels)
+            remote = RemoteRenderer(
+                client, store, max_pixels=settings.images.upscale_max_pixels, metrics=metrics
+            )
             await remote.start()
             stack.push_async_callback(remote.close)
             renderers[remote.name] = remote
@@ -160,10 +165,8 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         renderers[upscaler.name] = upscaler
         # Lanczos on 2 cores: one upscale at a time keeps a core free for the event loop.
         concurrency[upscaler.name] = 1
-        # Its own registry, not prometheus_client's global one: two apps in one process (tests)
-        # must not share counts. Recorded whether or not [metrics] serves them: it costs little.
-        metrics = Metrics(CollectorRegistry(), backends=[*renderers, *offline])
-        if settings.local.enabled:
+        metrics.expect([*renderers, *offline])
+        if settings.local.enabled and not settings.redis.enabled:
             metrics.workers_live("local", 0 if "local" in offline else 1)
         lifecycle = LocalLifecycle(store, files, settings.queue, metrics)
         metrics.watch_queues(lifecycle)
@@ -238,17 +241,9 @@ async def open_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow
                     HealthServer.serving(*settings.metrics.address, metrics.registry, checks)
                 )
             except OSError as exc:
-                raise listen_error(settings, exc) from None
+                raise listen_error(settings.metrics.listen, exc) from None
         stack.push_async_callback(bot.close)
         yield bot
-
-
-def listen_error(settings: Settings, exc: OSError) -> ConfigError:
-    """The config error for a metrics address Easel cannot listen on."""
-    return ConfigError(
-        f"metrics.listen = {settings.metrics.listen!r}: cannot listen there ({exc.strerror}); "
-        "choose a free port, or an address of this machine"
-    )
 
 
 def check_listen(settings: Settings) -> None:
@@ -260,7 +255,7 @@ def check_listen(settings: Settings) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         socket.create_server((host, port), family=family).close()
     except OSError as exc:
-        raise listen_error(settings, exc) from None
+        raise listen_error(settings.metrics.listen, exc) from None
 
 
 async def run(settings: Settings) -> None:

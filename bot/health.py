@@ -2,8 +2,8 @@
 
 ``HealthServer`` knows nothing of Discord or of the store: it serves a registry and runs the
 named checks it is given, plus its own event-loop lag probe. The bot passes the checks below
-(gateway, store, backends); a render-worker process can serve the same pages with checks of its
-own (its model, its transport).
+(gateway, store, backends); a render worker (``python -m bot worker``) serves the same pages with
+its own (its model, and Redis through ``redis_check``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from contextlib import asynccontextmanager
 import discord
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from bot.errors import ConfigError
 from bot.renderers.base import Operation, Renderer
 from bot.store import Store
 from bot.tasks import TaskGroup
@@ -185,6 +188,14 @@ class HealthServer:
         return web.Response(text="ok\n")
 
 
+def listen_error(listen: str, exc: OSError) -> ConfigError:
+    """The config error for a ``[metrics] listen`` address Easel cannot listen on."""
+    return ConfigError(
+        f"metrics.listen = {listen!r}: cannot listen there ({exc.strerror}); "
+        "choose a free port, or an address of this machine"
+    )
+
+
 def gateway_check(bot: discord.AutoShardedClient) -> Check:
     """Healthy while every shard's gateway socket is open and the bot has been ready."""
 
@@ -225,5 +236,19 @@ def backends_check(renderers: Mapping[str, Renderer], offline: Mapping[str, str]
         return "no image backend is ready" + (
             f" ({why})" if why else ": set [openai] api_key or [local] model"
         )
+
+    return check
+
+
+def redis_check(client: Redis) -> Check:
+    """Healthy while Redis answers a PING (reachable, and this client's user may log in)."""
+
+    async def check() -> str | None:
+        try:
+            await client.ping()
+        except RedisError as exc:
+            # redis-py names the host and port, never the URL's password.
+            return f"Redis does not answer: {exc}"
+        return None
 
     return check

@@ -1,7 +1,7 @@
 """What operators measure: jobs by outcome, queue depth, wait and render times, batches, spend, workers.
 
 ``JobMetrics`` is the one observer every job move reports to: the lifecycle (claims, endings,
-posts) and the worker (render calls). Its methods record nothing, so a lifecycle or worker built
+posts), the worker (render calls) and the remote transport (live workers, reclaims, dead letters). Its methods record nothing, so a lifecycle or worker built
 without metrics (most tests, ``python -m bot render``) needs none. ``Metrics`` records the same
 events in a Prometheus registry of its own: never the process-wide default, so two apps in one
 process (tests, a bot beside a worker) keep their counts apart.
@@ -54,11 +54,14 @@ class JobMetrics:
     def job_ended(self, job: Job, usd: float = 0.0) -> None:
         """A job changed state; counted when it is posted, failed or cancelled (``usd``: its settled charge)."""
 
-    def lease_reclaimed(self, backend: str) -> None:
-        """A job was taken back from a worker whose lease ran out (the remote transport)."""
+    def workers_live(self, backend: str, count: int) -> None:
+        """``count`` workers serve ``backend`` now."""
 
-    def dead_lettered(self, backend: str) -> None:
-        """A job was given up after too many deliveries without completing (the remote transport)."""
+    def lease_reclaimed(self, backend: str, jobs: int = 1) -> None:
+        """``jobs`` were taken back from a worker whose lease ran out (the remote transport)."""
+
+    def dead_lettered(self, backend: str, jobs: int = 1) -> None:
+        """``jobs`` were given up after too many deliveries without completing (the remote transport)."""
 
 
 NO_METRICS = JobMetrics()
@@ -67,7 +70,7 @@ NO_METRICS = JobMetrics()
 class Metrics(JobMetrics):
     """The job events as Prometheus metrics, in ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry, backends: Iterable[str] = ()) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._jobs = Counter(
             "easel_jobs_total",
@@ -104,7 +107,8 @@ class Metrics(JobMetrics):
         )
         self._workers = Gauge(
             "easel_workers_live",
-            "Render workers serving a backend: 1 for an in-process renderer that loaded, 0 if it failed.",
+            "Render workers serving a backend: remote workers whose heartbeat is fresh, or 1 for an "
+            "in-process renderer that loaded (0 if it failed).",
             ["backend"],
             registry=registry,
         )
@@ -122,8 +126,13 @@ class Metrics(JobMetrics):
         )
         self._depth = _QueueDepth()
         registry.register(self._depth)
-        # Series that exist at 0 from the start: a rate or a ratio over them works before the
-        # first failure, and an alert on "no series" is not needed.
+
+    def expect(self, backends: Iterable[str]) -> None:
+        """Create the series of ``backends`` at 0 now, not at their first job.
+
+        A rate or a ratio over them then works before the first failure, and an alert on
+        "no series" is not needed.
+        """
         for backend in backends:
             for outcome in OUTCOMES.values():
                 self._jobs.labels(backend=backend, outcome=outcome)
@@ -136,6 +145,9 @@ class Metrics(JobMetrics):
     def workers_live(self, backend: str, count: int) -> None:
         """Set how many workers serve ``backend`` now."""
         self._workers.labels(backend=backend).set(count)
+        # A backend with workers can lose leases and dead-letter jobs: its counters start at 0.
+        self._reclaims.labels(backend=backend)
+        self._dead.labels(backend=backend)
 
     def jobs_started(self, jobs: Sequence[Job]) -> None:
         """Observe each job's wait from acceptance to its claim."""
@@ -163,13 +175,13 @@ class Metrics(JobMetrics):
         if usd > 0:
             self._spend.labels(backend=job.backend).inc(usd)
 
-    def lease_reclaimed(self, backend: str) -> None:
-        """Count a job taken back from a worker whose lease ran out."""
-        self._reclaims.labels(backend=backend).inc()
+    def lease_reclaimed(self, backend: str, jobs: int = 1) -> None:
+        """Count jobs taken back from a worker whose lease ran out."""
+        self._reclaims.labels(backend=backend).inc(jobs)
 
-    def dead_lettered(self, backend: str) -> None:
-        """Count a job given up after too many deliveries."""
-        self._dead.labels(backend=backend).inc()
+    def dead_lettered(self, backend: str, jobs: int = 1) -> None:
+        """Count jobs given up after too many deliveries."""
+        self._dead.labels(backend=backend).inc(jobs)
 
 
 class _QueueDepth(Collector):
@@ -198,3 +210,93 @@ class _QueueDepth(Collector):
         return GaugeMetricFamily(
             "easel_queue_depth", "Jobs waiting in the fair queue, per backend.", labels=["backend"]
         )
+
+
+class WorkerMetrics:
+    """A remote render worker's own metrics (``python -m bot worker``), in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, *, name: str, model: str) -> None:
+        self.registry = registry
+        Gauge(
+            "easel_worker_info",
+            "This render worker: its name and the model it serves (always 1).",
+            ["worker", "model"],
+            registry=registry,
+        ).labels(worker=name, model=model).set(1)
+        self._batches = Counter(
+            "easel_worker_batches_total",
+            "Batches this worker took, by outcome: published, lost (its lease ran out), "
+            "dead_lettered (given up after too many deliveries), malformed.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._jobs = Counter(
+            "easel_worker_jobs_total",
+            "Jobs of the batches this worker took, by outcome: rendered, failed, lost, dead_lettered.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._render = Histogram(
+            "easel_worker_render_seconds",
+            "Seconds one batch's render took on this worker.",
+            buckets=RENDER_BUCKETS,
+            registry=registry,
+        )
+        self._images = Histogram(
+            "easel_worker_batch_images",
+            "Images one published batch carried.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self._renewals = Counter(
+            "easel_worker_lease_renewals_total",
+            "Lease renewals this worker made while rendering.",
+            registry=registry,
+        )
+        self._lost = Counter(
+            "easel_worker_leases_lost_total",
+            "Batches whose lease this worker lost (frozen or cut off past it): another worker renders them.",
+            registry=registry,
+        )
+        self._reclaims = Counter(
+            "easel_worker_reclaims_total",
+            "Batches this worker took back from a worker whose lease ran out.",
+            registry=registry,
+        )
+        # Series at 0 from the start, so rates and alerts work before the first event.
+        for outcome in ("published", "lost", "dead_lettered", "malformed"):
+            self._batches.labels(outcome=outcome)
+        for outcome in ("rendered", "failed", "lost", "dead_lettered"):
+            self._jobs.labels(outcome=outcome)
+
+    def published(self, outcomes: Sequence[RenderResult | RenderFailed], seconds: float) -> None:
+        """A batch rendered in ``seconds`` had its results published."""
+        self._batches.labels(outcome="published").inc()
+        rendered = [o for o in outcomes if isinstance(o, RenderResult)]
+        self._jobs.labels(outcome="rendered").inc(len(rendered))
+        self._jobs.labels(outcome="failed").inc(len(outcomes) - len(rendered))
+        self._render.observe(seconds)
+        self._images.observe(sum(len(r.images) for r in rendered))
+
+    def lost(self, jobs: int) -> None:
+        """The lease on a batch of ``jobs`` ran out before its results were published."""
+        self._batches.labels(outcome="lost").inc()
+        self._jobs.labels(outcome="lost").inc(jobs)
+        self._lost.inc()
+
+    def dead_lettered(self, jobs: int) -> None:
+        """A batch of ``jobs`` was given up after too many deliveries."""
+        self._batches.labels(outcome="dead_lettered").inc()
+        self._jobs.labels(outcome="dead_lettered").inc(jobs)
+
+    def malformed(self) -> None:
+        """A batch this worker could not read was dropped."""
+        self._batches.labels(outcome="malformed").inc()
+
+    def renewed(self) -> None:
+        """The lease on the batch being rendered was renewed."""
+        self._renewals.inc()
+
+    def reclaimed(self) -> None:
+        """A batch was taken back from a worker past its lease."""
+        self._reclaims.inc()

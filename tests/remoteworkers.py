@@ -42,12 +42,20 @@ class Workers:
     client: Redis
     started: list[WorkerProcess] = field(default_factory=list)
 
-    async def start(self, name: str, local: dict[str, Any], *, lease_s: float = 1.5) -> WorkerProcess:
-        """Start a worker and wait until it has announced itself live."""
+    async def start(
+        self,
+        name: str,
+        local: dict[str, Any],
+        *,
+        lease_s: float = 1.5,
+        sections: dict[str, dict[str, Any]] | None = None,
+    ) -> WorkerProcess:
+        """Start a worker and wait until it has announced itself live; ``sections`` add or replace config sections."""
         config = {
             "redis": {"url": self.redis.url},
             "local": local,
             "worker": {"name": name, "lease_s": lease_s},
+            **(sections or {}),
         }
         path = self.directory / f"worker-{name}.toml"
         path.write_text(toml_text(config), encoding="utf-8")

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from bot import images
 from bot.errors import EaselError, RenderFailed
 from bot.jobs import JobStatus
+from bot.metrics import NO_METRICS, JobMetrics
 from bot.remote import wire
 from bot.remote.worker import ensure_group
 from bot.renderers.base import (
@@ -97,10 +98,13 @@ class LiveSlots:
 class RemoteRenderer:
     """Renders ``local`` jobs on remote workers through Redis Streams (a BatchRenderer)."""
 
-    def __init__(self, client: Redis, store: Store, *, max_pixels: int) -> None:
+    def __init__(
+        self, client: Redis, store: Store, *, max_pixels: int, metrics: JobMetrics = NO_METRICS
+    ) -> None:
         self._client = client
         self._store = store
         self._max_pixels = max_pixels
+        self._metrics = metrics
         self._workers: dict[str, WorkerInfo] = {}
         self._waiting: dict[str, asyncio.Future[wire.Completion]] = {}
         self._progress: dict[int, ProgressCallback] = {}
@@ -267,6 +271,7 @@ class RemoteRenderer:
             log.warning("worker %s is gone (silent past its lease)", name)
         self._workers = workers
         self._slots.resize(len(now))
+        self._metrics.workers_live(self.name, len(now))
 
     async def _watch_loop(self) -> None:
         while not self._closing:
@@ -317,6 +322,12 @@ class RemoteRenderer:
             return
         if not future.done():
             future.set_result(completion)
+            # Each delivery after the first was a reclaim of the whole batch from a worker past its lease.
+            jobs = len(completion.outcomes)
+            if completion.deliveries > 1:
+                self._metrics.lease_reclaimed(self.name, jobs * (completion.deliveries - 1))
+            if completion.deliveries > wire.MAX_DELIVERIES:
+                self._metrics.dead_lettered(self.name, jobs)
         self._unacked[entry_id] = (completion.batch_id, list(completion.outcomes))
 
     async def _ack_settled(self) -> None:

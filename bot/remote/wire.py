@@ -111,10 +111,16 @@ def decode_batch(fields: Mapping[bytes, bytes]) -> tuple[str, list[RenderRequest
 
 
 def encode_completion(
-    batch_id: str, job_ids: Sequence[int], outcomes: Sequence[RenderResult | RenderFailed]
+    batch_id: str,
+    job_ids: Sequence[int],
+    outcomes: Sequence[RenderResult | RenderFailed],
+    deliveries: int = 1,
 ) -> dict[bytes, bytes]:
-    """One completions entry: a JSON summary per job, each image as its own field of raw bytes."""
-    fields: dict[bytes, bytes] = {b"batch": batch_id.encode()}
+    """One completions entry: a JSON summary per job, each image as its own field of raw bytes.
+
+    ``deliveries``: how many times the batch was delivered to a worker (the bot counts reclaims by it).
+    """
+    fields: dict[bytes, bytes] = {b"batch": batch_id.encode(), b"deliveries": str(deliveries).encode()}
     summary = []
     for job_id, outcome in zip(job_ids, outcomes, strict=True):
         if isinstance(outcome, RenderFailed):
@@ -140,6 +146,7 @@ class Completion:
 
     batch_id: str
     outcomes: dict[int, RenderResult | RenderFailed]
+    deliveries: int = 1
 
 
 def decode_completion(fields: Mapping[bytes, bytes]) -> Completion:
@@ -156,7 +163,7 @@ def decode_completion(fields: Mapping[bytes, bytes]) -> Completion:
             outcomes[job_id] = RenderResult(
                 pictures, made_by=str(row["made_by"]), flagged=bool(row["flagged"])
             )
-        return Completion(batch_id, outcomes)
+        return Completion(batch_id, outcomes, max(1, int(fields.get(b"deliveries", b"1"))))
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed completion: {exc}") from exc
 

@@ -15,16 +15,20 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import PurePath
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.config import Settings
 from bot.errors import RenderFailed
+from bot.health import Check, HealthServer, listen_error, redis_check
+from bot.metrics import WorkerMetrics
 from bot.remote import scripts, wire
-from bot.renderers.base import Progress, ProgressCallback, RenderRequest, RenderResult
+from bot.renderers.base import BatchRenderer, Progress, ProgressCallback, RenderRequest, RenderResult
 from bot.renderers.local import LocalRenderer
 from bot.tasks import TaskGroup
 
@@ -62,13 +66,21 @@ async def ensure_group(client: Redis, stream: str, group: str) -> None:
 
 
 class RemoteWorker:
-    """Serves one model's streams with a loaded LocalRenderer, one batch at a time."""
+    """Serves one model's streams with a loaded renderer (a LocalRenderer), one batch at a time."""
 
     def __init__(
-        self, client: Redis, renderer: LocalRenderer, *, name: str, model: str, lease_s: float
+        self,
+        client: Redis,
+        renderer: BatchRenderer,
+        *,
+        name: str,
+        model: str,
+        lease_s: float,
+        metrics: WorkerMetrics,
     ) -> None:
         self._client = client
         self._renderer = renderer
+        self._metrics = metrics
         self._name = name
         self._model = model_key(model)
         self._lease_ms = int(lease_s * 1000)
@@ -173,6 +185,7 @@ class RemoteWorker:
             if entry:
                 entry_id, flat = entry[0].decode(), entry[1]
                 log.info("reclaimed batch %s on %s from a worker past its lease", entry_id, stream)
+                self._metrics.reclaimed()
                 return stream, entry_id, dict(zip(flat[::2], flat[1::2], strict=True))
         read: Any = await self._client.xreadgroup(
             wire.WORKERS_GROUP, self._name, dict.fromkeys(self._streams, ">"), count=1, block=BLOCK_MS
@@ -189,13 +202,15 @@ class RemoteWorker:
         except ValueError:
             log.error("batch %s on %s is malformed; dropped", entry_id, stream)
             await self._publish(stream, entry_id, "", [], [])
+            self._metrics.malformed()
             return
         job_ids = [r.job_id for r in requests]
         deliveries = await self._deliveries(stream, entry_id)
         if deliveries > wire.MAX_DELIVERIES:
             log.warning("jobs %s: delivered %d times without a result; giving up", job_ids, deliveries)
             failure = RenderFailed(DEAD_LETTER.format(count=deliveries - 1))
-            await self._publish(stream, entry_id, batch_id, job_ids, [failure] * len(job_ids))
+            if await self._publish(stream, entry_id, batch_id, job_ids, [failure] * len(job_ids), deliveries):
+                self._metrics.dead_lettered(len(job_ids))
             return
         log.info("jobs %s: rendering (batch %s, delivery %d)", job_ids, batch_id, deliveries)
         self._current = set(job_ids)
@@ -203,12 +218,14 @@ class RemoteWorker:
             for job_id in job_ids:
                 if await self._client.exists(wire.cancelled(job_id)):
                     self._renderer.cancel(job_id)
+            started = time.monotonic()
             render = asyncio.ensure_future(self._render(requests))
             lost = asyncio.ensure_future(self._hold(stream, entry_id))
             await asyncio.wait({render, lost}, return_when=asyncio.FIRST_COMPLETED)
             if lost.done():
                 # Another worker owns the batch now: stop, and leave the results to it.
                 log.warning("jobs %s: lease lost; stopping this render", job_ids)
+                self._metrics.lost(len(job_ids))
                 for job_id in job_ids:
                     self._renderer.cancel(job_id)
                 with contextlib.suppress(Exception):
@@ -216,9 +233,12 @@ class RemoteWorker:
                 return
             lost.cancel()
             outcomes = render.result()
-            if not await self._publish(stream, entry_id, batch_id, job_ids, outcomes):
+            seconds = time.monotonic() - started
+            if not await self._publish(stream, entry_id, batch_id, job_ids, outcomes, deliveries):
                 log.warning("jobs %s: lease lost before the results were published; dropped", job_ids)
+                self._metrics.lost(len(job_ids))
                 return
+            self._metrics.published(outcomes, seconds)
             self._done += len(job_ids)
             log.info("jobs %s: results published", job_ids)
         finally:
@@ -253,6 +273,7 @@ class RemoteWorker:
                 continue
             if not held:
                 return
+            self._metrics.renewed()
 
     async def _deliveries(self, stream: str, entry_id: str) -> int:
         pending: list[dict[str, Any]] = await self._client.xpending_range(
@@ -267,9 +288,10 @@ class RemoteWorker:
         batch_id: str,
         job_ids: Sequence[int],
         outcomes: Sequence[RenderResult | RenderFailed],
+        deliveries: int = 1,
     ) -> bool:
         """Announce the results and retire the entry in one owner-fenced step; False when the lease is gone."""
-        fields = wire.encode_completion(batch_id, job_ids, outcomes)
+        fields = wire.encode_completion(batch_id, job_ids, outcomes, deliveries)
         flat = [part for pair in fields.items() for part in pair]
         while True:
             try:
@@ -286,19 +308,48 @@ class RemoteWorker:
 
 
 async def serve(settings: Settings) -> None:
-    """``python -m bot worker``: load the model, then serve its streams until stopped."""
+    """``python -m bot worker``: load the model, then serve its streams until stopped.
+
+    With ``[metrics] listen``, /metrics and /healthz are served from the start: /healthz answers
+    503 while the model loads, and whenever Redis does not answer or the event loop lags.
+    """
     name = settings.worker.name or host_name()
-    renderer, timings = await LocalRenderer.load(settings.local)
-    log.info("worker %s: model ready (%s)", name, json.dumps({k: round(v, 2) for k, v in timings.items()}))
-    client = Redis.from_url(settings.redis.url.reveal())
-    worker = RemoteWorker(
-        client, renderer, name=name, model=settings.local.model, lease_s=settings.worker.lease_s
-    )
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.stop)
-    try:
+    metrics = WorkerMetrics(CollectorRegistry(), name=name, model=model_key(settings.local.model))
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Redis.from_url(settings.redis.url.reveal()))
+        ready = asyncio.Event()
+        if settings.metrics.enabled:
+            checks = {"model": model_check(ready), "redis": redis_check(client)}
+            try:
+                await stack.enter_async_context(
+                    HealthServer.serving(*settings.metrics.address, metrics.registry, checks)
+                )
+            except OSError as exc:
+                raise listen_error(settings.metrics.listen, exc) from None
+        renderer, timings = await LocalRenderer.load(settings.local)
+        stack.push_async_callback(renderer.close)
+        ready.set()
+        log.info(
+            "worker %s: model ready (%s)", name, json.dumps({k: round(v, 2) for k, v in timings.items()})
+        )
+        worker = RemoteWorker(
+            client,
+            renderer,
+            name=name,
+            model=settings.local.model,
+            lease_s=settings.worker.lease_s,
+            metrics=metrics,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
         await worker.run()
-    finally:
-        await renderer.close()
-        await client.aclose()
+
+
+def model_check(ready: asyncio.Event) -> Check:
+    """Healthy once the model is loaded and warmed up."""
+
+    async def check() -> str | None:
+        return None if ready.is_set() else "loading the model and warming it up"
+
+    return check
