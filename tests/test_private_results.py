@@ -36,7 +36,7 @@ def in_channel(easel: Harness, text: str) -> bool:
     return any(text in str(m.embeds) + m.content for m in easel.discord.visible_messages(CHANNEL_A))
 
 
-@pytest.mark.parametrize("label", ["Reroll", "Vary", "Upscale 2×"])
+@pytest.mark.parametrize("label", ["Reroll", "Vary (Strong)", "Upscale 2×"])
 async def test_a_button_job_is_as_public_as_its_result_unless_the_clicker_prefers_private(
     easel: Harness, label: str
 ) -> None:
