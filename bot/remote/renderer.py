@@ -213,9 +213,9 @@ class RemoteRenderer:
                     f"{worker.model} · {worker.device} · {worker.memory} · {state} · {worker.done} done",
                 )
             )
-        if rows and not self._live():
+        if not self._live():
             rows.insert(0, (_("Workers"), _(NO_WORKER)))
-        return tuple(rows) or (("Workers", "none has announced itself yet"),)
+        return tuple(rows)
 
     def paused(self) -> str | None:
         """Why queued jobs wait although nothing renders: no worker is online (None when one is)."""
@@ -315,7 +315,7 @@ class RemoteRenderer:
                 )
             except RedisError as exc:
                 error_id = self._outage.failed(exc)
-                log.warning("jobs %s: not sent, Redis is unreachable (error %s)", job_ids, error_id)
+                log.warning("jobs %s: not sent, no Redis (error %s)", job_ids, error_id)
                 return dict.fromkeys(job_ids, RenderFailed(_(REDIS_DOWN, error=error_id)))
             out.sent = True
             self._outage.ok()
