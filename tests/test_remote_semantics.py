@@ -3,6 +3,7 @@ away, no worker online, workers with different models, a size nobody renders any
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -13,9 +14,12 @@ import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
+from bot.errors import RenderFailed
 from bot.remote import wire
+from bot.remote.renderer import RemoteRenderer
 from bot.remote.worker import ensure_group
-from bot.renderers.base import Capabilities, RenderResult
+from bot.renderers.base import Capabilities, Operation, RenderRequest, RenderResult
+from bot.store import Store
 from tests.conftest import RedisServer
 from tests.harness import ALICE, BOB, GUILD_A, GUILD_B, command, running
 from tests.remoteworkers import workers
@@ -76,6 +80,9 @@ async def test_a_batch_redis_lost_with_its_data_is_sent_again(
             await pool.until(pool.idle, why="every entry acknowledged")
             assert renders(worker.log, 1) == 2
             assert "lease lost" in worker.log.read_text()
+            # The worker announced itself again to the empty Redis: the next job renders too.
+            after = await easel.result_of(await easel.imagine("and again", backend="local"), timeout=90)
+            assert posts(easel, job_id(after)) == 1
 
 
 async def test_redis_down_when_a_batch_is_sent_fails_the_job_and_the_next_one_works(
@@ -210,4 +217,58 @@ async def test_a_batch_whose_size_no_live_worker_renders_ends_with_the_sizes_tha
                 await easel.result_of(inter, timeout=20)
             assert not easel.discord.result_requests(job_id_of(text))
     finally:
+        await client.aclose()
+
+
+class Seen(logging.Handler):
+    """Sets ``event`` once a log record containing ``text`` is emitted (on the event loop's thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_a_sent_batch_fails_with_an_error_id_once_redis_stays_away_too_long(
+    redis_server: RedisServer, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The bot's renderer against a real Redis, with the outage bound shortened from 60 s to 1 s.
+    client = Redis.from_url(redis_server.url)
+    caps = Capabilities(sizes=((64, 64),), max_batch=1)
+    mapping = {"model": "m", "capabilities": wire.encode_capabilities(caps)}
+    await client.hset(wire.announcement("w"), mapping=mapping)  # type: ignore[arg-type]
+    await client.sadd(wire.WORKERS, "w")
+    await client.set(wire.heartbeat("w"), "1", ex=120)
+    await ensure_group(client, wire.stream("m", 64, 64), wire.WORKERS_GROUP)
+    renderer = RemoteRenderer(client, store, max_pixels=4096 * 4096, outage_s=1.0)
+    await renderer.start()
+    sent = Seen("as batch")
+    caplog.set_level(logging.INFO, logger="bot.remote.renderer")
+    logging.getLogger("bot.remote.renderer").addHandler(sent)
+    try:
+        request = RenderRequest(job_id=1, operation=Operation.GENERATE, prompt="x", width=64, height=64)
+        render = asyncio.create_task(renderer.render_batch([request], {}))
+        # The test is the worker: it takes the batch, then Redis goes away before any result.
+        read = await client.xreadgroup(
+            wire.WORKERS_GROUP, "w", {wire.stream("m", 64, 64): ">"}, count=1, block=20_000
+        )
+        assert len(wire.entries(read)) == 1
+        await asyncio.wait_for(sent.event.wait(), 20)  # the bot has recorded the batch as sent
+        redis_server.kill()
+        [outcome] = await asyncio.wait_for(render, 30)
+        assert isinstance(outcome, RenderFailed)
+        error = ERROR_ID.search(str(outcome))
+        assert error is not None
+        assert "could not reach its render queue" in str(outcome)
+        outage = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+        assert len(outage) == 1
+        assert error.group(1) in outage[0].getMessage()
+    finally:
+        logging.getLogger("bot.remote.renderer").removeHandler(sent)
+        await renderer.close()
+        redis_server.start()
         await client.aclose()

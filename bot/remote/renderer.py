@@ -96,7 +96,8 @@ class _Out:
 class Outage:
     """Logs a Redis outage once as it starts (with an error id) and once as it ends, not on every try."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
         self.since: float | None = None
         self.error_id = ""
 
@@ -109,7 +110,7 @@ class Outage:
                 "Redis is unreachable (error %s: %s); new batches fail, sent ones wait up to %.0fs",
                 self.error_id,
                 type(exc).__name__,
-                OUTAGE_S,
+                self.limit_s,
             )
         return self.error_id
 
@@ -119,9 +120,9 @@ class Outage:
             log.info("Redis is reachable again (after %.0fs)", time.monotonic() - self.since)
             self.since = None
 
-    def longer_than(self, seconds: float) -> bool:
-        """Whether Redis has been unreachable for more than ``seconds``."""
-        return self.since is not None and time.monotonic() - self.since > seconds
+    def too_long(self) -> bool:
+        """Whether Redis has been unreachable for longer than sent batches may wait."""
+        return self.since is not None and time.monotonic() - self.since > self.limit_s
 
 
 @dataclass(frozen=True)
@@ -168,14 +169,14 @@ class LiveSlots:
 class RemoteRenderer:
     """Renders ``local`` jobs on remote workers through Redis Streams (a BatchRenderer)."""
 
-    def __init__(self, client: Redis, store: Store, *, max_pixels: int) -> None:
+    def __init__(self, client: Redis, store: Store, *, max_pixels: int, outage_s: float = OUTAGE_S) -> None:
         self._client = client
         self._store = store
         self._max_pixels = max_pixels
         self._workers: dict[str, WorkerInfo] = {}
         self._out: dict[str, _Out] = {}  # batch id -> a batch waited for
         self._adopted: dict[int, _Out] = {}  # job id -> the batch an earlier run sent it in
-        self._outage = Outage()
+        self._outage = Outage(outage_s)
         self._send_script = client.register_script(scripts.SEND)
         self._progress: dict[int, ProgressCallback] = {}
         self._reporting: dict[int, asyncio.Task[None]] = {}
@@ -438,7 +439,7 @@ class RemoteRenderer:
                 self._outage.ok()
             except RedisError as exc:
                 self._outage.failed(exc)
-                if self._outage.longer_than(OUTAGE_S):
+                if self._outage.too_long():
                     for out in [o for o in self._out.values() if o.sent]:
                         self._lose(out, RedisAway(self._outage.error_id))
             except Exception:

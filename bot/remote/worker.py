@@ -92,19 +92,25 @@ class RemoteWorker:
         self._tasks.spawn(self._heartbeat_loop(), name="heartbeat")
         self._tasks.spawn(self._cancel_loop(), name="cancels")
         log.info("worker %s serving %s on %d stream(s)", self._name, self._model, len(self._streams))
-        down = False
+        down = regroup = False
         try:
             while not self._closing:
                 try:
+                    if regroup:
+                        await self._ensure_groups()
+                        regroup = False
                     taken = await self._take()
                     if taken is not None:
                         await self._serve(*taken)
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):
-                        raise
+                        log.warning("Redis refused a command; trying again in 1s", exc_info=True)
+                        await asyncio.sleep(1)
+                        continue
                     # Redis restarted without its data: the bot sends what it lost again.
                     log.warning("this worker's streams are gone from Redis; creating them again")
-                    await self._ensure_groups()
+                    regroup = True
+                    continue
                 except RedisError as exc:
                     # Redis restarting (from its AOF) or unreachable a moment. A batch taken is
                     # still leased to this worker, and comes back to one once the lease lapses.
