@@ -56,6 +56,24 @@ async def test_a_bot_restarted_while_a_worker_renders_waits_for_that_render(
             assert not await pool.client.hlen(wire.INFLIGHT)
 
 
+async def test_a_bot_killed_while_a_worker_renders_waits_for_that_render_after_restart(
+    tmp_path: Path, tiny_model: Path, redis_server: RedisServer
+) -> None:
+    slow = local(tiny_model, steps=100, resolution=512, progress_interval_s=1.0)
+    async with workers(redis_server, tmp_path) as pool:
+        worker = await pool.start("gpu-1", slow)
+        async with running(tmp_path, start=False, redis={"url": redis_server.url}) as easel:
+            await easel.start_bot_process()
+            inter = await easel.imagine("cut short", backend="local", seed=6)
+            await pool.until(lambda: pool.holder(1), why="job 1 taken")
+            await easel.kill_bot_process()
+            await easel.start_bot()
+            result = await easel.result_of(inter, timeout=90)
+            assert posts(easel, job_id(result)) == 1
+            await pool.until(pool.idle, why="every entry acknowledged")
+            assert renders(worker.log, 1) == 1, worker.log.read_text()
+
+
 async def _done_is(client: Redis, name: str, count: int) -> bool:
     return await client.hget(wire.announcement(name), "done") == str(count).encode()
 
