@@ -198,11 +198,12 @@ class Delivery:
             message = await self._send_to_channel(job, f"<@{job.user_id}> {text}", nonce=f"easel-f{job.id}")
         await self._lifecycle.notified(job.id, message.id if message else 0)
 
-    async def show_position(self, job: Job, position: int, total: int) -> None:
-        """Show a queued job's place in line on its status message (only while it is still queued)."""
+    async def show_position(self, job: Job, position: int, total: int, note: str | None = None) -> None:
+        """Show a queued job's place in line (and ``note``: why it waits) while it is still queued."""
         text = (
             f"⏳ **Queued** — position **{position}** of {total} for `{job.backend}`. Job #{job.id}\n"
-            f"> {short_prompt(job)}"
+            + (f"{note}\n" if note else "")
+            + f"> {short_prompt(job)}"
         )
         await self._show_status(job, JobStatus.QUEUED, text)
 

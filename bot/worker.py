@@ -93,6 +93,7 @@ class Worker:
         self._delivery_failures: dict[int, int] = {}
         self._unended: dict[int, tuple[Job, str | None]] = {}  # job id -> (job, error) to record again
         self._recovered = asyncio.Event()
+        self._notes: dict[str, str | None] = {}  # backend -> why its line waits, as last shown
 
     async def start(self) -> None:
         """Recover unfinished work, then start claiming jobs."""
@@ -168,7 +169,12 @@ class Worker:
         if place is None or self._shown.get(job.id, 0) is not None:
             return  # started already, or the refresh showed it
         self._shown[job.id] = place[0]
-        self._tasks.spawn(self._delivery.show_position(job, *place), name=f"place-{job.id}")
+        note = self._paused(job.backend)
+        self._tasks.spawn(self._delivery.show_position(job, *place, note), name=f"place-{job.id}")
+
+    def _paused(self, backend: str) -> str | None:
+        renderer = self._renderers.get(backend)
+        return renderer.paused() if isinstance(renderer, Paced) else None
 
     def _show_running(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -361,6 +367,14 @@ class Worker:
     async def _refresh_positions(self) -> None:
         """Edit the places in line that changed: the front of each line, then a slice of the rest."""
         lines = self._lifecycle.backends()
+        for backend in lines:
+            note = self._paused(backend)
+            if note != self._notes.get(backend):
+                # Workers came or went: every shown place of that line says so again (rare).
+                self._notes[backend] = note
+                for job_id in self._lifecycle.front(backend, self._lifecycle.waiting(backend)):
+                    if job_id in self._shown:
+                        self._shown[job_id] = 0
         front = [job_id for backend in lines for job_id in self._lifecycle.front(backend, POSITION_FRONT)]
         if not self._rotation:
             self._rotation.extend(self._shown)
@@ -375,7 +389,8 @@ class Worker:
             elif self._shown[job_id] != now[0]:
                 edits.append((*now, job_id))
         for place, total, job_id in sorted(edits)[:POSITION_EDITS_PER_TICK]:
-            await self._delivery.show_position(await self._store.jobs.get(job_id), place, total)
+            job = await self._store.jobs.get(job_id)
+            await self._delivery.show_position(job, place, total, self._paused(job.backend))
             self._shown[job_id] = place
 
     async def _sweep(self) -> None:

@@ -34,3 +34,14 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[2])
 return 1
 """
+
+# Hand a batch to the workers and record it for a restarted bot in one step: a batch is in the
+# stream exactly when the bot's record of it is (AOF logs a script whole). Creates the workers'
+# group too, for a Redis that restarted without its data.
+# KEYS: stream, in-flight hash. ARGV: batch id, its record, workers' group, then entry fields.
+SEND = """
+redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[3], '0', 'MKSTREAM')
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return id
+"""

@@ -21,7 +21,7 @@ WORKERS_GROUP = "workers"
 BOT_GROUP = "bot"
 COMPLETIONS = f"{PREFIX}:done"
 WORKERS = f"{PREFIX}:workers"  # set of every worker name that ever announced itself
-INFLIGHT = f"{PREFIX}:inflight"  # hash: batch id -> JSON job ids, for a restarted bot
+INFLIGHT = f"{PREFIX}:inflight"  # hash: batch id -> its jobs and stream, until its completion is taken
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 # A batch delivered this many times without a completion crashes every worker that takes it.
 MAX_DELIVERIES = 3
@@ -108,6 +108,22 @@ def decode_batch(fields: Mapping[bytes, bytes]) -> tuple[str, list[RenderRequest
         return fields[b"batch"].decode(), requests
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed batch entry: {exc}") from exc
+
+
+def encode_inflight(job_ids: Sequence[int], stream_key: str) -> str:
+    """The bot's record of a batch it sent: which jobs, on which stream."""
+    return json.dumps({"jobs": list(job_ids), "stream": stream_key})
+
+
+def decode_inflight(value: bytes | str) -> tuple[list[int], str | None]:
+    """A batch's jobs and stream (None in a record from before streams were recorded); ValueError if malformed."""
+    try:
+        data = json.loads(value)
+        if isinstance(data, list):
+            return [int(j) for j in data], None
+        return [int(j) for j in data["jobs"]], str(data["stream"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed in-flight record: {exc}") from exc
 
 
 def encode_completion(

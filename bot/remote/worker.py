@@ -99,50 +99,68 @@ class RemoteWorker:
 
     async def run(self) -> None:
         """Announce this worker, then take batches until cancelled."""
-        for stream in self._streams:
-            await ensure_group(self._client, stream, wire.WORKERS_GROUP)
+        await self._ensure_groups()
         await self._announce()
         self._tasks.spawn(self._heartbeat_loop(), name="heartbeat")
         self._tasks.spawn(self._cancel_loop(), name="cancels")
         log.info("worker %s serving %s on %d stream(s)", self._name, self._model, len(self._streams))
+        down = regroup = False
         try:
             while not self._closing:
                 try:
+                    if regroup:
+                        await self._ensure_groups()
+                        regroup = False
                     taken = await self._take()
                     if taken is not None:
                         await self._serve(*taken)
-                except RedisError:
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        log.warning("Redis refused a command; trying again in 1s", exc_info=True)
+                        await asyncio.sleep(1)
+                        continue
+                    # Redis restarted without its data: the bot sends what it lost again.
+                    log.warning("this worker's streams are gone from Redis; creating them again")
+                    regroup = True
+                    continue
+                except RedisError as exc:
                     # Redis restarting (from its AOF) or unreachable a moment. A batch taken is
                     # still leased to this worker, and comes back to one once the lease lapses.
-                    log.warning("talking to Redis failed; trying again in 1s", exc_info=True)
+                    if not down:
+                        log.warning("talking to Redis failed (%s); trying again every 1s", type(exc).__name__)
+                    down = True
                     await asyncio.sleep(1)
+                    continue
+                if down:
+                    log.info("Redis is reachable again")
+                down = False
         finally:
             self._closing = True
             await self._tasks.wait(BLOCK_MS / 1000 + 1)
             await self._tasks.cancel_all()
         log.info("worker %s stopped", self._name)
 
-    async def _announce(self) -> None:
-        caps = self._renderer.capabilities
-        health = dict(self._renderer.health())
-        await self._client.hset(
-            wire.announcement(self._name),
-            mapping={
-                "model": self._model,
-                "capabilities": wire.encode_capabilities(caps),
-                "device": health.get("Device", ""),
-                "memory": health.get("GPU memory", ""),
-                "started": str(time.time()),
-            },
-        )
-        await self._client.sadd(wire.WORKERS, self._name)
-        await self._beat()
+    async def _ensure_groups(self) -> None:
+        for stream in self._streams:
+            await ensure_group(self._client, stream, wire.WORKERS_GROUP)
 
-    async def _beat(self) -> None:
-        await self._client.hset(
-            wire.announcement(self._name),
-            mapping={"current": ",".join(map(str, sorted(self._current))), "done": str(self._done)},
-        )
+    async def _announce(self) -> None:
+        await self._beat({"started": str(time.time())})
+
+    async def _beat(self, extra: dict[str, str] | None = None) -> None:
+        # The whole announcement every beat: a Redis that restarted without its data learns it again.
+        health = dict(self._renderer.health())
+        mapping = {
+            "model": self._model,
+            "capabilities": wire.encode_capabilities(self._renderer.capabilities),
+            "device": health.get("Device", ""),
+            "memory": health.get("GPU memory", ""),
+            "current": ",".join(map(str, sorted(self._current))),
+            "done": str(self._done),
+            **(extra or {}),
+        }
+        await self._client.hset(wire.announcement(self._name), mapping=mapping)  # type: ignore[arg-type]
+        await self._client.sadd(wire.WORKERS, self._name)
         await self._client.set(wire.heartbeat(self._name), "1", px=self._lease_ms)
 
     async def _heartbeat_loop(self) -> None:

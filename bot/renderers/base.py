@@ -177,3 +177,7 @@ class Paced(Protocol):
     def slots(self) -> Slots:
         """The slots of this backend; one per batch it may render at once."""
         ...
+
+    def paused(self) -> str | None:
+        """Why its queued jobs wait although it has no slot (no worker online), for members; else None."""
+        ...
