@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bot.i18n import _
+
 
 class EaselError(Exception):
     """An error a member or operator can act on; ``str()`` is the message shown to them."""
@@ -21,7 +23,13 @@ class NotFound(EaselError):
     @classmethod
     def row(cls, kind: str, row_id: int) -> NotFound:
         """Say that job, challenge or entry ``row_id`` does not exist; another guild's reads the same."""
-        return cls(f"{kind.capitalize()} #{row_id} does not exist.")
+        if kind == "challenge":
+            return cls(_("Challenge #{id} does not exist.", id=row_id))
+        if kind == "entry":
+            return cls(_("Entry #{id} does not exist.", id=row_id))
+        if kind == "job":
+            return cls(_("Job #{id} does not exist.", id=row_id))
+        return cls(_("{kind} #{id} does not exist.", kind=kind.capitalize(), id=row_id))
 
 
 class NotAllowed(EaselError):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import regex
 
 from bot.errors import InvalidInput
+from bot.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +137,17 @@ class _Term:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_term(term: str) -> _Term | str:
-    """Return the parsed term, or the end of a sentence saying what to change."""
+    """Return the parsed term, or the end of a sentence saying what to change (untranslated: cached)."""
     if len(term) > TERM_MAX:
-        return f"is {len(term)} characters long; shorten it to {TERM_MAX} or fewer."
+        return N_("is {length} characters long; shorten it to {max} or fewer.")
     folded = normalize(term)
     core = folded.strip("*").strip()
     if not core:
-        return "is empty: give a word or phrase to block."
+        return N_("is empty: give a word or phrase to block.")
     if "*" in core:
-        return "has a * in the middle: put * only at the start or end (e.g. *word*)."
+        return N_("has a * in the middle: put * only at the start or end (e.g. *word*).")
     if not _TERM_SHAPE.fullmatch(core):
-        return (
+        return N_(
             "may contain only letters, digits, spaces, hyphens, apostrophes and full stops "
             "(with * at either end); use a pattern to block symbols."
         )
@@ -208,7 +209,13 @@ def _term_regex(term: _Term) -> re.Pattern[str]:
 def validate_term(term: str) -> str | None:
     """Return why ``term`` cannot be a blocked term (a message naming what to change), or None."""
     parsed = _parse_term(term)
-    return f"This blocked term {parsed}" if isinstance(parsed, str) else None
+    return (
+        _("This blocked term {problem}", problem=_problem(term, parsed)) if isinstance(parsed, str) else None
+    )
+
+
+def _problem(term: str, problem: str) -> str:
+    return _(problem, length=len(term), max=TERM_MAX)
 
 
 # Recursion ((?R), (?0), (?1), (?-1), (?&name), (?P>name)) nests a new match at every level: "(?R)"
@@ -233,14 +240,18 @@ def _expansion(pattern: str) -> int:
 def _unsafe(pattern: str) -> str | None:
     """Return why ``pattern`` must not even be compiled (a message naming what to change), or None."""
     if len(pattern) > PATTERN_MAX:
-        return f"This pattern is {len(pattern)} characters long; shorten it to {PATTERN_MAX} or fewer."
+        return _(
+            "This pattern is {length} characters long; shorten it to {max} or fewer.",
+            length=len(pattern),
+            max=PATTERN_MAX,
+        )
     if _RECURSION.search(pattern):
-        return (
+        return _(
             "This pattern uses recursion ((?R), (?1), (?&name) or (?P>name)), which Easel does not run; "
             "write it without recursion."
         )
     if _expansion(pattern) > EXPANSION_MAX:
-        return (
+        return _(
             "This pattern repeats too much for Easel to run: its counted repeats ({n}, {m,n}) multiply "
             "into too many copies; use smaller counts, or + and * instead."
         )
@@ -260,11 +271,11 @@ def validate_pattern(pattern: str) -> str | None:
         matches_empty = _compile_pattern(pattern).search("", timeout=PATTERN_TIMEOUT) is not None
     except regex.error as exc:
         # str() names the problem and where: "missing ) at position 2".
-        return f"This pattern is not a valid regular expression ({exc}); fix it or remove it."
+        return _("This pattern is not a valid regular expression ({error}); fix it or remove it.", error=exc)
     except (TimeoutError, MemoryError, RecursionError):
-        return "This pattern is too slow or too complex to check prompts with; simplify it."
+        return _("This pattern is too slow or too complex to check prompts with; simplify it.")
     if matches_empty:
-        return (
+        return _(
             "This pattern matches an empty prompt, so it would block everything; make it require some text."
         )
     return None
@@ -295,12 +306,20 @@ class Verdict:
     @property
     def message(self) -> str:
         """Return the member-facing refusal, which never repeats the matched text."""
+        negative = self.source == "negative prompt"
         if self.timed_out:
-            return (
-                f"Easel could not check your {self.source} against this server's rules in time. "
+            if negative:
+                return _(
+                    "Easel could not check your negative prompt against this server's rules in time. "
+                    "Please rephrase it, or make it shorter."
+                )
+            return _(
+                "Easel could not check your prompt against this server's rules in time. "
                 "Please rephrase it, or make it shorter."
             )
-        return f"Your {self.source} contains a term this server has blocked. Please rephrase it."
+        if negative:
+            return _("Your negative prompt contains a term this server has blocked. Please rephrase it.")
+        return _("Your prompt contains a term this server has blocked. Please rephrase it.")
 
 
 @dataclass(frozen=True)
@@ -326,14 +345,16 @@ class ContentRules:
 
     def __post_init__(self) -> None:
         if len(self.terms) > TERMS_MAX:
-            raise InvalidInput(f"A server can block at most {TERMS_MAX} terms; remove some.")
+            raise InvalidInput(_("A server can block at most {max} terms; remove some.", max=TERMS_MAX))
         if len(self.patterns) > PATTERNS_MAX:
-            raise InvalidInput(f"A server can block at most {PATTERNS_MAX} patterns; remove some.")
+            raise InvalidInput(_("A server can block at most {max} patterns; remove some.", max=PATTERNS_MAX))
         parsed = []
         for i, term in enumerate(self.terms, 1):
             result = _parse_term(term)
             if isinstance(result, str):
-                raise InvalidInput(f"Blocked term {i} {result}")
+                raise InvalidInput(
+                    _("Blocked term {index} {problem}", index=i, problem=_problem(term, result))
+                )
             parsed.append(result)
         compiled: list[regex.Pattern[str] | None] = []
         for i, pattern in enumerate(self.patterns, 1):
@@ -345,7 +366,7 @@ class ContentRules:
                 log.warning("stored blocked pattern %d refuses every prompt until removed: %s", i, problem)
                 compiled.append(None)
             else:
-                raise InvalidInput(f"Blocked pattern {i}: {problem}")
+                raise InvalidInput(_("Blocked pattern {index}: {problem}", index=i, problem=problem))
         # Frozen, so set once here; compiling 500 terms takes about 90 ms, hence the memo too.
         object.__setattr__(self, "_parsed", tuple(parsed))
         object.__setattr__(self, "_terms", _terms_regex(self._parsed))

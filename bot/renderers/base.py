@@ -179,5 +179,8 @@ class Paced(Protocol):
         ...
 
     def paused(self) -> str | None:
-        """Why its queued jobs wait although it has no slot (no worker online), for members; else None."""
+        """Why its queued jobs wait although it has no slot (no worker online), else None.
+
+        An untranslated message (``N_``): it is shown to each member in their job's language.
+        """
         ...
