@@ -19,7 +19,8 @@ from PIL import Image
 from bot.__main__ import open_app
 from bot.app import EaselBot
 from bot.config import Settings, parse_settings
-from bot.jobs import utcnow
+from bot.jobs import JobStatus, utcnow
+from bot.store import Store
 from tests.fakediscord import DEFAULT_MEMBER_PERMISSIONS, FakeDiscord, Interaction, Message
 from tests.fakeopenai import FakeOpenAI
 
@@ -184,6 +185,18 @@ class Harness:
             options={"prompt": prompt, **options},
             locale=locale,
         )
+
+    async def imagine_in_turn(self, prompt: str, **kwargs: Any) -> Interaction:
+        """Send /imagine and wait until Easel has queued its job, as a member who presses Enter only
+        after the last command was accepted: tests of queue order must not race the bot's handlers."""
+        async with Store.open(self.settings.storage.path) as store:
+            before = len(await store.jobs.jobs_with_status(*JobStatus))
+            inter = await self.imagine(prompt, **kwargs)
+            async with asyncio.timeout(10):
+                # The store has no change event to wait on: poll it.
+                while len(await store.jobs.jobs_with_status(*JobStatus)) == before:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        return inter
 
     async def result_of(self, interaction: Interaction, timeout: float = 20) -> Message:
         """Wait until the interaction's response shows a result (an embed with an image) and return it."""

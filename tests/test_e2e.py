@@ -198,9 +198,9 @@ async def test_a_safety_refusal_tells_the_member_and_nothing_else(easel: Harness
 
 async def test_queue_shows_position_and_cancel_works(easel: Harness) -> None:
     easel.openai.delay = 2.0
-    first = await easel.imagine("first", user=ALICE)
-    second = await easel.imagine("second", user=ALICE)
-    third = await easel.imagine("third", user=ALICE)
+    first = await easel.imagine_in_turn("first", user=ALICE)
+    second = await easel.imagine_in_turn("second", user=ALICE)
+    third = await easel.imagine_in_turn("third", user=ALICE)
     await easel.discord.wait_for(lambda: third.original is not None and "position" in third.original.content)
     q = await easel.discord.slash(guild_id=GUILD_A, channel_id=CHANNEL_A, user_id=ALICE, name="queue")
     await easel.discord.wait_for(lambda: q.callback is not None)
@@ -348,8 +348,8 @@ async def test_commands_are_registered_once_each_with_descriptions(easel: Harnes
 async def test_the_position_message_follows_the_queue(tmp_path: Path) -> None:
     async with running(tmp_path, openai={"concurrency": 1}) as easel:
         easel.openai.delay = 1.0
-        inters = [await easel.imagine(f"job {i}", user=ALICE + i) for i in range(4)]
-        last = inters[-1]
+        for i in range(4):
+            last = await easel.imagine_in_turn(f"job {i}", user=ALICE + i)
 
         def shows(text: str) -> bool:
             return last.original is not None and text in last.original.content
