@@ -124,8 +124,8 @@ async def test_a_failed_and_a_cancelled_job_are_counted_as_such(tmp_path: Path) 
         )
 
         easel.openai.delay = 2.0
-        first = await easel.imagine("a slow fox", user=ALICE)
-        second = await easel.imagine("a fox that waits", user=ALICE)
+        first = await easel.imagine_in_turn("a slow fox", user=ALICE)
+        second = await easel.imagine_in_turn("a fox that waits", user=ALICE)
         await easel.discord.wait_for(
             lambda: second.original is not None and "position" in second.original.content
         )
