@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
@@ -15,20 +14,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import i18n
 from bot.buttons import STALE, STALE_TEMPLATE, ButtonRef, parse_custom_id
 from bot.config import Settings
 from bot.contests import ChallengeService
 from bot.delivery import NO_MENTIONS, Delivery
 from bot.errors import EaselError
 from bot.generation import Generation
-from bot.i18n import _
 from bot.jobs import Interaction, Requester
 from bot.memberdata import MemberData
 from bot.moderation import Moderation
 from bot.ratelimit import RateLimiter
 from bot.retention import Retention
-from bot.translator import CatalogTranslator
 from bot.visibility import age_restricted, answered_privately, channel_viewer
 from bot.worker import Worker
 
@@ -85,13 +81,12 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     if isinstance(error, EaselError):
         text = str(error)
     elif isinstance(error, app_commands.CheckFailure):
-        text = str(error) or _("You can't use this command here.")
+        text = str(error) or "You can't use this command here."
     else:
         error_id = uuid.uuid4().hex[:8]
         log.error("interaction %s failed (error %s)", interaction.id, error_id, exc_info=error)
-        text = _(
-            "Something went wrong on Easel's side (error {error_id}). The operator can find it in the log.",
-            error_id=error_id,
+        text = (
+            f"Something went wrong on Easel's side (error {error_id}). The operator can find it in the log."
         )
     try:
         await reply(interaction, text)
@@ -107,7 +102,7 @@ def requester(
     ``private``: that response was deferred ephemerally (see ``bot.visibility``).
     """
     if interaction.guild_id is None or interaction.channel_id is None:
-        raise EaselError(_("Easel works in servers, not in direct messages."))
+        raise EaselError("Easel works in servers, not in direct messages.")
     return Requester(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
@@ -126,19 +121,7 @@ def requester(
         can_view=channel_viewer(interaction),
         age_restricted=age_restricted(interaction),
         private=private,
-        locale=interaction.locale.value,
-        guild_locale=guild_locale(interaction) or "",
     )
-
-
-def guild_locale(interaction: discord.Interaction[Any]) -> str | None:
-    """The server's locale (Discord's community setting), for answers many members see."""
-    return interaction.guild_locale.value if interaction.guild_locale is not None else None
-
-
-def publicly(interaction: discord.Interaction[Any]) -> contextlib.AbstractContextManager[None]:
-    """Speak the server's language inside the block: for posts many members read."""
-    return i18n.speaking(guild_locale(interaction))
 
 
 async def within_rate_limit(interaction: discord.Interaction[EaselBot]) -> bool:
@@ -147,9 +130,7 @@ async def within_rate_limit(interaction: discord.Interaction[EaselBot]) -> bool:
     if not wait:
         return True
     log.debug("member %d is over the action rate limit (%.1fs to wait)", interaction.user.id, wait)
-    await reply(
-        interaction, _("You're clicking fast: try again in {seconds} s.", seconds=max(1, math.ceil(wait)))
-    )
+    await reply(interaction, f"You're clicking fast: try again in {max(1, math.ceil(wait))} s.")
     return False
 
 
@@ -193,8 +174,6 @@ class EaselButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         """Count the click against the member's rate limit, run the action, answer any error privately."""
-        # Answers to a click are the clicker's; what many see switches to the server's language.
-        i18n.speak(interaction.locale.value)
         try:
             if await within_rate_limit(interaction):
                 await self.run(interaction)
@@ -218,16 +197,13 @@ class StaleButton(EaselButton, template=STALE_TEMPLATE):
 
     async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
         """Say the button is not one Easel knows."""
-        await reply(interaction, _(STALE))
+        await reply(interaction, STALE)
 
 
 class EaselTree(app_commands.CommandTree["EaselBot"]):
     """Routes every application-command error to one ephemeral message; rate-limits commands."""
 
     async def interaction_check(self, interaction: discord.Interaction[EaselBot], /) -> bool:
-        # Every answer of this interaction (its task) speaks the member's language, errors included;
-        # what many members see switches to the server's with ``publicly``.
-        i18n.speak(interaction.locale.value)
         # Autocomplete fires on every keystroke and posts nothing: it does not count as an action.
         if interaction.type is discord.InteractionType.autocomplete:
             return True
@@ -260,7 +236,6 @@ class EaselBot(commands.AutoShardedBot):
             # With a shard count set, AutoShardedBot connects to the configured gateway
             # instead of the URL that /gateway/bot announces.
             self.shard_count, _, _ = await self.http.get_bot_gateway()
-        await self.tree.set_translator(CatalogTranslator())
         self.add_dynamic_items(StaleButton)
         for name in EXTENSIONS:
             await self.load_extension(name)

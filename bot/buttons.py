@@ -10,7 +10,7 @@ from typing import Any
 import discord
 
 from bot.errors import InvalidInput
-from bot.i18n import N_, _
+from bot.i18n import _
 from bot.jobs import Job, JobKind
 
 NAMESPACE = "easel"
@@ -18,7 +18,7 @@ NAMESPACE = "easel"
 CUSTOM_ID_MAX = 100
 _TARGET = r"[1-9]\d{0,18}"
 _PATTERN = re.compile(rf"easel:(?P<action>[a-z]+):(?P<target>{_TARGET})(?::(?P<index>[1-4]))?")
-STALE = N_(
+STALE = (
     "This button is not one Easel recognises (it may be from an old version). "
     "Use /show with the id in the result's footer instead."
 )
@@ -68,14 +68,14 @@ def parse_custom_id(custom_id: str) -> ButtonRef:
     """Parse one of our custom ids, refusing anything malformed or forged."""
     match = _PATTERN.fullmatch(custom_id)
     if match is None:
-        raise InvalidInput(_(STALE))
+        raise InvalidInput(STALE)
     try:
         action = Action(match["action"])
     except ValueError:
-        raise InvalidInput(_(STALE)) from None
+        raise InvalidInput(STALE) from None
     index = int(match["index"]) if match["index"] else None
     if action.indexed != (index is not None):
-        raise InvalidInput(_(STALE))
+        raise InvalidInput(STALE)
     return ButtonRef(action, int(match["target"]), index)
 
 
@@ -121,19 +121,19 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
         view.add_item(button(ButtonRef(Action.SUBTLE, job.id), label=_("Vary (Subtle)"), emoji="🎲", row=0))
         view.add_item(button(ButtonRef(Action.STRONG, job.id), label=_("Vary (Strong)"), emoji="🎲", row=0))
         if job.kind is not JobKind.UPSCALE:
-            view.add_item(button(ButtonRef(Action.UPSCALE, job.id), label=_("Upscale 2×"), emoji="🔍", row=0))
+            view.add_item(button(ButtonRef(Action.UPSCALE, job.id), label="Upscale 2×", emoji="🔍", row=0))
         if submit:
             submit_ref = ButtonRef(Action.SUBMIT, job.id)
             view.add_item(
-                button(submit_ref, label=_("Submit"), emoji="🏆", style=discord.ButtonStyle.success, row=0)
+                button(submit_ref, label="Submit", emoji="🏆", style=discord.ButtonStyle.success, row=0)
             )
     if job.kind in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
-        view.add_item(button(ButtonRef(Action.REROLL, job.id), label=_("Reroll"), emoji="🔄", row=2))
+        view.add_item(button(ButtonRef(Action.REROLL, job.id), label="Reroll", emoji="🔄", row=2))
     view.add_item(button(ButtonRef(Action.PARAMETERS, job.id), label=_("Parameters"), emoji="📋", row=2))
     view.add_item(
         button(
             ButtonRef(Action.DELETE, job.id),
-            label=_("Delete"),
+            label="Delete",
             emoji="🗑️",
             style=discord.ButtonStyle.danger,
             row=2,
@@ -145,7 +145,7 @@ def result_view(job: Job, *, submit: bool = False) -> discord.ui.View:
 def cancel_view(job_id: int) -> discord.ui.View:
     """Return the Cancel button shown under a queued job."""
     view = discord.ui.View(timeout=None)
-    view.add_item(button(ButtonRef(Action.CANCEL, job_id), label=_("Cancel"), emoji="✖️"))
+    view.add_item(button(ButtonRef(Action.CANCEL, job_id), label="Cancel", emoji="✖️"))
     return view
 
 
@@ -153,9 +153,7 @@ def vote_view(entry_id: int) -> discord.ui.View:
     """Return the Vote button under a gallery entry."""
     view = discord.ui.View(timeout=None)
     view.add_item(
-        button(
-            ButtonRef(Action.VOTE, entry_id), label=_("Vote"), emoji="⭐", style=discord.ButtonStyle.primary
-        )
+        button(ButtonRef(Action.VOTE, entry_id), label="Vote", emoji="⭐", style=discord.ButtonStyle.primary)
     )
     return view
 
@@ -163,5 +161,5 @@ def vote_view(entry_id: int) -> discord.ui.View:
 def withdraw_view(entry_id: int) -> discord.ui.View:
     """Return the Withdraw button shown to a member who just entered an image."""
     view = discord.ui.View(timeout=None)
-    view.add_item(button(ButtonRef(Action.WITHDRAW, entry_id), label=_("Withdraw"), emoji="↩️"))
+    view.add_item(button(ButtonRef(Action.WITHDRAW, entry_id), label="Withdraw", emoji="↩️"))
     return view

@@ -20,7 +20,7 @@ from bot.buttons import vote_view
 from bot.challenges import Challenge, Entry, Phase, Ranked
 from bot.delivery import NO_MENTIONS
 from bot.files import ImageFiles
-from bot.i18n import _, speaking
+from bot.i18n import _
 from bot.store import Store
 from bot.text import escape
 
@@ -32,7 +32,7 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without b
 
 
 class DiscordBoard:
-    """Posts challenge messages in the challenge's channel, in the server's language."""
+    """Posts challenge messages in the challenge's channel."""
 
     def __init__(
         self, client: discord.Client, store: Store, files: ImageFiles, *, output_format: str
@@ -44,9 +44,7 @@ class DiscordBoard:
 
     async def announce(self, challenge: Challenge) -> int:
         """Post the announcement and pin it when Easel may."""
-        with self._speaking(challenge):
-            embed = _announcement(challenge)
-        message = await self._send(challenge, f"easel-ca{challenge.id}", embed=embed)
+        message = await self._send(challenge, f"easel-ca{challenge.id}", embed=_announcement(challenge))
         with contextlib.suppress(discord.HTTPException):
             # Pinning needs Manage Messages; without it the announcement simply stays unpinned.
             await message.pin(reason=f"Easel challenge #{challenge.id}")
@@ -58,9 +56,7 @@ class DiscordBoard:
             return
         channel = self._client.get_partial_messageable(challenge.channel_id, guild_id=challenge.guild_id)
         message = channel.get_partial_message(challenge.announcement_message_id)
-        with self._speaking(challenge):
-            embed = _announcement(challenge)
-        await message.edit(embed=embed, allowed_mentions=NO_MENTIONS)
+        await message.edit(embed=_announcement(challenge), allowed_mentions=NO_MENTIONS)
         if challenge.phase.ended:
             with contextlib.suppress(discord.HTTPException):
                 await message.unpin(reason=f"Easel challenge #{challenge.id} ended")
@@ -95,17 +91,10 @@ class DiscordBoard:
         """Post one entry of the gallery with its Vote button."""
         image = await self._image(entry)
         filename = f"entry-{entry.id}.{image.filename_ext}"
-        with self._speaking(challenge):
-            author = _("Anonymous") if challenge.anonymous else _("by <@{user}>", user=entry.user_id)
-            embed = discord.Embed(title=_("Entry {number}", number=number), description=author, colour=COLOUR)
-            embed.set_footer(
-                text=_(
-                    "Challenge #{challenge} · entry #{entry} · vote with the button",
-                    challenge=challenge.id,
-                    entry=entry.id,
-                )
-            )
+        author = "Anonymous" if challenge.anonymous else f"by <@{entry.user_id}>"
+        embed = discord.Embed(title=f"Entry {number}", description=author, colour=COLOUR)
         embed.set_image(url=f"attachment://{filename}")
+        embed.set_footer(text=f"Challenge #{challenge.id} · entry #{entry.id} · vote with the button")
         message = await self._send(
             challenge,
             f"easel-ce{entry.id}",
@@ -117,13 +106,12 @@ class DiscordBoard:
 
     async def announce_results(self, challenge: Challenge, ranked: Sequence[Ranked]) -> int:
         """Post the winners: the top three side by side, the ranked list and the tiebreak rule."""
-        with self._speaking(challenge):
-            embed = discord.Embed(
-                title=_("🏆 Results: {theme}", theme=escape(challenge.theme)[:THEME_TITLE_MAX]),
-                description=challenges.results_text(challenge, ranked),
-                colour=COLOUR,
-            )
-            embed.set_footer(text=_("Challenge #{id} · /leaderboard for the season", id=challenge.id))
+        embed = discord.Embed(
+            title=f"🏆 Results: {escape(challenge.theme)[:THEME_TITLE_MAX]}",
+            description=challenges.results_text(challenge, ranked),
+            colour=COLOUR,
+        )
+        embed.set_footer(text=f"Challenge #{challenge.id} · /leaderboard for the season")
         podium = [r for r in ranked if r.votes > 0][:3]
         if not podium:
             message = await self._send(challenge, f"easel-cr{challenge.id}", embed=embed)
@@ -143,11 +131,6 @@ class DiscordBoard:
         )
         return message.id
 
-    def _speaking(self, challenge: Challenge) -> contextlib.AbstractContextManager[None]:
-        """Speak the language the server set in its community settings: the posts are for everyone."""
-        guild = self._client.get_guild(challenge.guild_id)
-        return speaking(guild.preferred_locale.value if guild is not None else None)
-
     async def _image(self, entry: Entry) -> images.Encoded:
         job = await self._store.jobs.get(entry.job_id)
         blob = await self._read(entry)
@@ -165,15 +148,9 @@ class DiscordBoard:
 
 
 def _announcement(challenge: Challenge) -> discord.Embed:
-    theme = escape(challenge.theme)[:THEME_TITLE_MAX]
-    if challenge.phase is Phase.FINISHED:
-        title = _("🏆 Challenge: {theme} (finished)", theme=theme)
-    elif challenge.phase is Phase.CANCELLED:
-        title = _("🏆 Challenge: {theme} (cancelled)", theme=theme)
-    else:
-        title = _("🏆 Challenge: {theme}", theme=theme)
+    ended = {Phase.FINISHED: " (finished)", Phase.CANCELLED: " (cancelled)"}.get(challenge.phase, "")
     embed = discord.Embed(
-        title=title,
+        title=f"🏆 Challenge: {escape(challenge.theme)[:THEME_TITLE_MAX]}{ended}",
         description=challenges.rules_text(challenge),
         colour=COLOUR if not challenge.phase.ended else discord.Colour.dark_grey(),
     )
@@ -187,5 +164,5 @@ def _announcement(challenge: Challenge) -> discord.Embed:
         else:
             countdown = _("Voting closes {relative} ({absolute}).", **when)
         embed.add_field(name=_("⏳ Countdown"), value=countdown, inline=False)
-    embed.set_footer(text=_("Challenge #{id} · /challenge status", id=challenge.id))
+    embed.set_footer(text=f"Challenge #{challenge.id} · /challenge status")
     return embed

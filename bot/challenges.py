@@ -61,7 +61,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from bot.errors import InvalidInput, LimitReached, NotAllowed
-from bot.i18n import _, ngettext
 from bot.text import escape
 
 __all__ = [
@@ -142,11 +141,7 @@ _ECHO_MAX: Final = 40
 
 
 def _bounds_hint() -> str:
-    return _(
-        "between {min_duration} and {max_duration}",
-        min_duration=describe_duration(MIN_DURATION),
-        max_duration=describe_duration(MAX_DURATION),
-    )
+    return f"between {describe_duration(MIN_DURATION)} and {describe_duration(MAX_DURATION)}"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -154,17 +149,9 @@ def parse_duration(text: str) -> timedelta:
     cleaned = text.strip().lower()
     shown = cleaned if len(cleaned) <= _ECHO_MAX else cleaned[: _ECHO_MAX - 1] + "…"
     if not cleaned:
-        raise InvalidInput(
-            _(
-                "The duration is empty. Write one like {forms} ({bounds_hint}).",
-                forms=_DURATION_FORMS,
-                bounds_hint=_bounds_hint(),
-            )
-        )
+        raise InvalidInput(f"The duration is empty. Write one like {_DURATION_FORMS} ({_bounds_hint()}).")
     if cleaned.startswith("-"):
-        raise InvalidInput(
-            _('"{shown}" is negative. Write a duration like {forms}.', shown=shown, forms=_DURATION_FORMS)
-        )
+        raise InvalidInput(f'"{shown}" is negative. Write a duration like {_DURATION_FORMS}.')
     minutes = 0
     seen: set[int] = set()
     position = 0
@@ -172,28 +159,18 @@ def parse_duration(text: str) -> timedelta:
         match = _DURATION_PART.match(cleaned, position)
         if match is None or match.end() == position:
             raise InvalidInput(
-                _(
-                    '"{shown}" is not a duration Easel understands. Write one like {forms} ({bounds_hint}).',
-                    shown=shown,
-                    forms=_DURATION_FORMS,
-                    bounds_hint=_bounds_hint(),
-                )
+                f'"{shown}" is not a duration Easel understands. Write one like {_DURATION_FORMS} '
+                f"({_bounds_hint()})."
             )
         number, unit = match.groups()
         per_unit = _MINUTES_PER_UNIT.get(unit)
         if per_unit is None:
             raise InvalidInput(
-                _(
-                    '"{unit}" in "{shown}" is not a unit Easel knows. Use minutes (m), hours (h), days (d) or weeks (w), like {forms}.',
-                    unit=unit,
-                    shown=shown,
-                    forms=_DURATION_FORMS,
-                )
+                f'"{unit}" in "{shown}" is not a unit Easel knows. Use minutes (m), hours (h), days (d) '
+                f"or weeks (w), like {_DURATION_FORMS}."
             )
         if per_unit in seen:
-            raise InvalidInput(
-                _('"{shown}" gives the same unit twice. Write each unit once, like "1d12h".', shown=shown)
-            )
+            raise InvalidInput(f'"{shown}" gives the same unit twice. Write each unit once, like "1d12h".')
         seen.add(per_unit)
         # Seven digits of minutes already exceed the maximum; refusing here keeps the arithmetic small.
         if len(number.lstrip("0")) > 7:
@@ -202,11 +179,7 @@ def parse_duration(text: str) -> timedelta:
         position = match.end()
     if minutes < MIN_DURATION / timedelta(minutes=1):
         raise InvalidInput(
-            _(
-                '"{shown}" is too short: a challenge phase lasts at least {min_duration}.',
-                shown=shown,
-                min_duration=describe_duration(MIN_DURATION),
-            )
+            f'"{shown}" is too short: a challenge phase lasts at least {describe_duration(MIN_DURATION)}.'
         )
     if minutes > MAX_DURATION / timedelta(minutes=1):
         raise InvalidInput(_too_long(shown))
@@ -214,54 +187,31 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _too_long(shown: str) -> str:
-    return _(
-        '"{shown}" is too long: a challenge phase lasts at most {max_duration}.',
-        shown=shown,
-        max_duration=describe_duration(MAX_DURATION),
-    )
+    return f'"{shown}" is too long: a challenge phase lasts at most {describe_duration(MAX_DURATION)}.'
 
 
 def describe_duration(duration: timedelta) -> str:
     """Return a duration in words, largest units first: "1 day 12 hours"."""
     total = int(duration.total_seconds())
     if total < 60:
-        return ngettext("{count} second", "{count} seconds", total)
+        return f"{total} second{'' if total == 1 else 's'}"
     minutes = total // 60
     week = 7 * 24 * 60
     # Weeks only when whole: "60 days" reads better than "8 weeks 4 days".
     if minutes % week == 0:
-        return ngettext("{count} week", "{count} weeks", minutes // week)
+        return f"{minutes // week} week{'' if minutes == week else 's'}"
     parts: list[str] = []
     rest = minutes
-    for size, say in ((24 * 60, _days), (60, _hours), (1, _minutes)):
+    for size, unit in ((24 * 60, "day"), (60, "hour"), (1, "minute")):
         count, rest = divmod(rest, size)
         if count:
-            parts.append(say(count))
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
     return " ".join(parts)
-
-
-def _days(count: int) -> str:
-    return ngettext("{count} day", "{count} days", count)
-
-
-def _hours(count: int) -> str:
-    return ngettext("{count} hour", "{count} hours", count)
-
-
-def _minutes(count: int) -> str:
-    return ngettext("{count} minute", "{count} minutes", count)
 
 
 def _check_duration(what: str, duration: timedelta) -> None:
     if not MIN_DURATION <= duration <= MAX_DURATION:
-        raise InvalidInput(
-            _(
-                "{what} must be {bounds_hint}, not {duration}.",
-                what=what,
-                bounds_hint=_bounds_hint(),
-                duration=describe_duration(duration),
-            )
-        )
+        raise InvalidInput(f"{what} must be {_bounds_hint()}, not {describe_duration(duration)}.")
 
 
 # --------------------------------------------------------------------------- values
@@ -462,33 +412,22 @@ def new_challenge(
     theme = theme.strip()
     if not theme:
         raise InvalidInput(
-            _("The theme is empty. Give the challenge a theme, such as `a lighthouse in a storm`.")
+            "The theme is empty. Give the challenge a theme, such as `a lighthouse in a storm`."
         )
     if len(theme) > THEME_MAX:
         raise InvalidInput(
-            _(
-                "The theme is {length} characters long; keep it to {max} so it fits the announcement.",
-                length=len(theme),
-                max=THEME_MAX,
-            )
+            f"The theme is {len(theme)} characters long; keep it to {THEME_MAX} so it fits the announcement."
         )
     submit = _option_duration("submit_for", submit_for)
     vote = _option_duration("vote_for", vote_for)
     if not 1 <= entries_per_member <= ENTRIES_PER_MEMBER_MAX:
         raise InvalidInput(
-            _(
-                "`entries_per_member` must be between 1 and {max}, not {value}.",
-                max=ENTRIES_PER_MEMBER_MAX,
-                value=entries_per_member,
-            )
+            f"`entries_per_member` must be between 1 and {ENTRIES_PER_MEMBER_MAX}, not {entries_per_member}."
         )
     if votes_per_member is not None and not 1 <= votes_per_member <= VOTES_PER_MEMBER_MAX:
         raise InvalidInput(
-            _(
-                "`votes_per_member` must be between 1 and {max} (or left out for one vote per entry), not {value}.",
-                max=VOTES_PER_MEMBER_MAX,
-                value=votes_per_member,
-            )
+            f"`votes_per_member` must be between 1 and {VOTES_PER_MEMBER_MAX} (or left out for one vote "
+            f"per entry), not {votes_per_member}."
         )
     # Whole seconds, so the Discord timestamps in the announcement are the exact deadlines.
     start = now.replace(microsecond=0)
@@ -523,11 +462,8 @@ def check_start(channel_id: int, active: Iterable[Challenge]) -> None:
     for running in active:
         if running.channel_id == channel_id and not running.phase.ended:
             raise NotAllowed(
-                _(
-                    "A challenge is already running in {channel} (theme: {theme}). Wait for it to finish, cancel it with `/challenge cancel`, or start this one in another channel.",
-                    channel=_channel(channel_id),
-                    theme=escape(running.theme),
-                )
+                f"A challenge is already running in {_channel(channel_id)} (theme: {escape(running.theme)}). "
+                "Wait for it to finish, cancel it with `/challenge cancel`, or start this one in another channel."
             )
 
 
@@ -536,23 +472,22 @@ def check_start(channel_id: int, active: Iterable[Challenge]) -> None:
 
 def _submissions_closed(challenge: Challenge, now: datetime) -> str | None:
     if challenge.phase is Phase.CANCELLED:
-        return _("This challenge was cancelled, so it takes no more entries.")
+        return "This challenge was cancelled, so it takes no more entries."
     if challenge.phase is Phase.FINISHED:
-        return _("This challenge has finished, so it takes no more entries.")
+        return "This challenge has finished, so it takes no more entries."
     if challenge.phase is Phase.VOTING or now >= challenge.submit_until:
-        return _(
-            "Submissions for this challenge closed {submit_until}; voting runs until {vote_until}.",
-            submit_until=timestamp(challenge.submit_until, "R"),
-            vote_until=_when(challenge.vote_until),
+        return (
+            f"Submissions for this challenge closed {timestamp(challenge.submit_until, 'R')}; "
+            f"voting runs until {_when(challenge.vote_until)}."
         )
     return None
 
 
 def not_made_here(challenge: Challenge) -> str:
     """The answer for an image that was not generated and posted in the challenge's channel."""
-    return _(
-        "Only images Easel generated and posted in {channel} can be entered in this challenge. Generate one there with `/imagine`, then submit it.",
-        channel=_channel(challenge.channel_id),
+    return (
+        f"Only images Easel generated and posted in {_channel(challenge.channel_id)} can be entered in "
+        "this challenge. Generate one there with `/imagine`, then submit it."
     )
 
 
@@ -582,45 +517,31 @@ def check_submission(
     if job.guild_id != challenge.guild_id:
         raise NotAllowed(only_here)
     if job.user_id != user_id:
-        raise NotAllowed(_("You can only submit images you generated. Generate your own with `/imagine`."))
+        raise NotAllowed("You can only submit images you generated. Generate your own with `/imagine`.")
     if not job.status_posted:
-        raise NotAllowed(_("That result has not been posted yet. Wait until it appears, then submit it."))
+        raise NotAllowed("That result has not been posted yet. Wait until it appears, then submit it.")
     if job.channel_id != challenge.channel_id:
         raise NotAllowed(only_here)
     if not 1 <= job.image_index <= job.image_count:
         if job.image_count == 1:
-            raise InvalidInput(
-                _(
-                    "That result has one image; submit image 1, not {image_index}.",
-                    image_index=job.image_index,
-                )
-            )
+            raise InvalidInput(f"That result has one image; submit image 1, not {job.image_index}.")
         raise InvalidInput(
-            _(
-                "That result has {image_count} images; choose one from 1 to {image_count}, not {image_index}.",
-                image_count=job.image_count,
-                image_index=job.image_index,
-            )
+            f"That result has {job.image_count} images; choose one from 1 to {job.image_count}, "
+            f"not {job.image_index}."
         )
     for entry in entries_of_member:
         if entry.job_id != job.job_id or entry.image_index != job.image_index:
             continue
         if entry.disqualified:
-            raise NotAllowed(_("That image was disqualified from this challenge. Submit a different one."))
+            raise NotAllowed("That image was disqualified from this challenge. Submit a different one.")
         if entry.withdrawn_at is None:
-            raise InvalidInput(_("That image is already your entry #{id} in this challenge.", id=entry.id))
+            raise InvalidInput(f"That image is already your entry #{entry.id} in this challenge.")
     active = sum(1 for entry in entries_of_member if entry.valid)
     if active >= challenge.entries_per_member:
         allowed = challenge.entries_per_member
         raise LimitReached(
-            ngettext(
-                "You already have {count} entry in this challenge, and each member may enter {allowed}. "
-                "Withdraw one before submitting another.",
-                "You already have {count} entries in this challenge, and each member may enter {allowed}. "
-                "Withdraw one before submitting another.",
-                active,
-                allowed=allowed,
-            )
+            f"You already have {active} {'entry' if active == 1 else 'entries'} in this challenge, and each "
+            f"member may enter {allowed}. Withdraw one before submitting another."
         )
 
 
@@ -630,17 +551,15 @@ def check_withdraw(challenge: Challenge, entry: Entry, user_id: int, now: dateti
     if entry.challenge_id != challenge.id:
         raise ValueError(f"entry {entry.id} is not in challenge {challenge.id}")
     if entry.user_id != user_id:
-        raise NotAllowed(_("You can only withdraw your own entries."))
+        raise NotAllowed("You can only withdraw your own entries.")
     if entry.withdrawn_at is not None:
-        raise NotAllowed(_("You already withdrew that entry."))
+        raise NotAllowed("You already withdrew that entry.")
     if entry.disqualified:
-        raise NotAllowed(_("That entry was disqualified, so there is nothing to withdraw."))
+        raise NotAllowed("That entry was disqualified, so there is nothing to withdraw.")
     if challenge.phase is not Phase.SUBMISSIONS or now >= challenge.submit_until:
         raise NotAllowed(
-            _(
-                "Entries can only be withdrawn while submissions are open, and they closed {submit_until}.",
-                submit_until=timestamp(challenge.submit_until, "R"),
-            )
+            "Entries can only be withdrawn while submissions are open, and they closed "
+            f"{timestamp(challenge.submit_until, 'R')}."
         )
 
 
@@ -649,20 +568,13 @@ def check_withdraw(challenge: Challenge, entry: Entry, user_id: int, now: dateti
 
 def _check_voting_open(challenge: Challenge, now: datetime) -> None:
     if challenge.phase is Phase.CANCELLED:
-        raise NotAllowed(_("This challenge was cancelled, so there is nothing to vote on."))
+        raise NotAllowed("This challenge was cancelled, so there is nothing to vote on.")
     if challenge.phase is Phase.SUBMISSIONS and now < challenge.submit_until:
-        raise NotAllowed(
-            _(
-                "Voting has not started yet; it opens {submit_until}.",
-                submit_until=_when(challenge.submit_until),
-            )
-        )
+        raise NotAllowed(f"Voting has not started yet; it opens {_when(challenge.submit_until)}.")
     if challenge.phase is not Phase.VOTING or now >= challenge.vote_until:
         raise NotAllowed(
-            _(
-                "Voting closed {vote_until}; votes can no longer change. The results are posted in the challenge's channel.",
-                vote_until=timestamp(challenge.vote_until, "R"),
-            )
+            f"Voting closed {timestamp(challenge.vote_until, 'R')}; votes can no longer change. "
+            "The results are posted in the challenge's channel."
         )
 
 
@@ -686,28 +598,25 @@ def check_vote(
     _check_voter_votes(challenge, voter_id, votes_of_voter)
     _check_voting_open(challenge, now)
     if entry.disqualified:
-        raise NotAllowed(_("That entry was disqualified, so it cannot receive votes."))
+        raise NotAllowed("That entry was disqualified, so it cannot receive votes.")
     if entry.withdrawn_at is not None:
-        raise NotAllowed(_("That entry was withdrawn, so it cannot receive votes."))
+        raise NotAllowed("That entry was withdrawn, so it cannot receive votes.")
     if entry.user_id == voter_id:
-        raise NotAllowed(_("You cannot vote for your own entry. Vote for the entries you like best."))
+        raise NotAllowed("You cannot vote for your own entry. Vote for the entries you like best.")
     if any(vote.entry_id == entry.id for vote in votes_of_voter):
         raise InvalidInput(
-            _("You already voted for this entry; press its vote button again to take the vote back.")
+            "You already voted for this entry; press its vote button again to take the vote back."
         )
     allowed = challenge.votes_per_member
     if allowed is not None and len(votes_of_voter) >= allowed:
         if allowed == 1:
             raise LimitReached(
-                _(
-                    "You have used your one vote; take it back (press the vote button of the entry you voted for again) to vote for this one."
-                )
+                "You have used your one vote; take it back (press the vote button of the entry you voted "
+                "for again) to vote for this one."
             )
         raise LimitReached(
-            _(
-                "You have used all {allowed} votes; take one back (press the vote button of an entry you voted for again) to vote for this one.",
-                allowed=allowed,
-            )
+            f"You have used all {allowed} votes; take one back (press the vote button of an entry you voted "
+            "for again) to vote for this one."
         )
 
 
@@ -804,8 +713,8 @@ def next_wakeup(challenge: Challenge, now: datetime) -> datetime | None:
 
 def _ended_message(challenge: Challenge) -> str:
     if challenge.phase is Phase.CANCELLED:
-        return _("This challenge was cancelled.")
-    return _("This challenge has already finished; its results are final.")
+        return "This challenge was cancelled."
+    return "This challenge has already finished; its results are final."
 
 
 def extend(challenge: Challenge, extra: timedelta, now: datetime) -> Challenge:
@@ -815,32 +724,18 @@ def extend(challenge: Challenge, extra: timedelta, now: datetime) -> Challenge:
     """
     now = _utc(now)
     if challenge.phase.ended:
-        raise NotAllowed(
-            _("{reason} Start a new one with `/challenge start`.", reason=_ended_message(challenge))
-        )
-    _check_duration(_("An extension"), extra)
+        raise NotAllowed(f"{_ended_message(challenge)} Start a new one with `/challenge start`.")
+    _check_duration("An extension", extra)
     deadline = challenge.submit_until if challenge.phase is Phase.SUBMISSIONS else challenge.vote_until
-    submissions = challenge.phase is Phase.SUBMISSIONS
+    name = "Submissions" if challenge.phase is Phase.SUBMISSIONS else "Voting"
     if now >= deadline:
         # The transition is due and about to be processed; reopening a closed phase is not an extension.
-        closed = timestamp(deadline, "R")
         raise NotAllowed(
-            _("Submissions already closed {when}, so they can no longer be extended.", when=closed)
-            if submissions
-            else _("Voting already closed {when}, so it can no longer be extended.", when=closed)
+            f"{name} already closed {timestamp(deadline, 'R')}, so it can no longer be extended."
         )
     if deadline + extra - now > MAX_DURATION:
-        most = describe_duration(MAX_DURATION)
         raise InvalidInput(
-            _(
-                "Submissions would then close more than {max_duration} from now. Extend by less.",
-                max_duration=most,
-            )
-            if submissions
-            else _(
-                "Voting would then close more than {max_duration} from now. Extend by less.",
-                max_duration=most,
-            )
+            f"{name} would then close more than {describe_duration(MAX_DURATION)} from now. Extend by less."
         )
     if challenge.phase is Phase.SUBMISSIONS:
         return replace(
@@ -862,11 +757,9 @@ def check_disqualify(challenge: Challenge, entry: Entry) -> None:
     if challenge.phase.ended:
         raise NotAllowed(_ended_message(challenge))
     if entry.disqualified:
-        raise NotAllowed(_("Entry #{id} is already disqualified.", id=entry.id))
+        raise NotAllowed(f"Entry #{entry.id} is already disqualified.")
     if entry.withdrawn_at is not None:
-        raise NotAllowed(
-            _("Entry #{id} was withdrawn by its author, so there is nothing to disqualify.", id=entry.id)
-        )
+        raise NotAllowed(f"Entry #{entry.id} was withdrawn by its author, so there is nothing to disqualify.")
 
 
 # --------------------------------------------------------------------------- results
@@ -982,9 +875,8 @@ def parse_message_link(text: str) -> tuple[int, int, int]:
     match = _MESSAGE_LINK.fullmatch(text.strip().strip("<>"))
     if match is None:
         raise InvalidInput(
-            _(
-                "That is not a message link. Right-click (or long-press) the result, choose **Copy Message Link**, and paste it here."
-            )
+            "That is not a message link. Right-click (or long-press) the result, choose **Copy Message Link**, "
+            "and paste it here."
         )
     guild_id, channel_id, message_id = (int(part) for part in match.groups())
     return guild_id, channel_id, message_id
@@ -996,41 +888,29 @@ def parse_message_link(text: str) -> tuple[int, int, int]:
 def rules_text(challenge: Challenge) -> str:
     """Return the announcement's rules: theme, what may be entered, how voting works, the deadlines."""
     allowed = challenge.entries_per_member
-    entries = _("one image") if allowed == 1 else _("up to {count} images", count=allowed)
+    entries = "one image" if allowed == 1 else f"up to {allowed} images"
     if challenge.votes_per_member is None:
-        votes = _("Vote for as many entries as you like, once each")
+        votes = "Vote for as many entries as you like, once each"
     elif challenge.votes_per_member == 1:
-        votes = _("You have one vote")
+        votes = "You have one vote"
     else:
-        votes = _(
-            "You have {votes_per_member} votes, at most one per entry",
-            votes_per_member=challenge.votes_per_member,
-        )
+        votes = f"You have {challenge.votes_per_member} votes, at most one per entry"
     shown = (
-        _("Entries are shown without their authors, and vote counts stay hidden until the results.")
+        "Entries are shown without their authors, and vote counts stay hidden until the results."
         if challenge.anonymous
-        else _("Entries are shown with their authors.")
+        else "Entries are shown with their authors."
     )
-    order = _("in a shuffled order") if challenge.shuffle else _("in the order they were submitted")
+    order = "in a shuffled order" if challenge.shuffle else "in the order they were submitted"
     lines = [
-        _("**Theme:** {theme}", theme=escape(challenge.theme)),
+        f"**Theme:** {escape(challenge.theme)}",
         "",
-        _(
-            "• Enter {entries} you generated with Easel in {channel}: press **Submit** under your result, or use `/challenge submit` with its message link.",
-            entries=entries,
-            channel=_channel(challenge.channel_id),
-        ),
-        _(
-            "• Submissions close {submit_until}. Until then you can withdraw an entry.",
-            submit_until=_when(challenge.submit_until),
-        ),
-        _(
-            "• Then the entries are posted {order} for voting. {votes}; not for your own entry. Press a vote button again to take the vote back.",
-            order=order,
-            votes=votes,
-        ),
-        _("• Voting closes {vote_until}. {shown}", vote_until=_when(challenge.vote_until), shown=shown),
-        _("• Most votes wins; ties go to the earlier submission."),
+        f"• Enter {entries} you generated with Easel in {_channel(challenge.channel_id)}: press **Submit** "
+        "under your result, or use `/challenge submit` with its message link.",
+        f"• Submissions close {_when(challenge.submit_until)}. Until then you can withdraw an entry.",
+        f"• Then the entries are posted {order} for voting. {votes}; not for your own entry. Press a vote "
+        "button again to take the vote back.",
+        f"• Voting closes {_when(challenge.vote_until)}. {shown}",
+        "• Most votes wins; ties go to the earlier submission.",
     ]
     return "\n".join(lines)
 
@@ -1039,34 +919,27 @@ def status_text(challenge: Challenge, entry_count: int, vote_count: int, now: da
     """Return what /challenge status shows: phase, deadlines and counts."""
     now = _utc(now)
     if challenge.phase is Phase.SUBMISSIONS and now < challenge.submit_until:
-        phase = _(
-            "Submissions are open until {submit_until}; voting follows until {vote_until}.",
-            submit_until=_when(challenge.submit_until),
-            vote_until=timestamp(challenge.vote_until, "f"),
+        phase = (
+            f"Submissions are open until {_when(challenge.submit_until)}; "
+            f"voting follows until {timestamp(challenge.vote_until, 'f')}."
         )
     elif challenge.phase is Phase.SUBMISSIONS:
-        phase = _(
-            "Submissions closed {submit_until}; the entries are being posted.",
-            submit_until=timestamp(challenge.submit_until, "R"),
-        )
+        phase = f"Submissions closed {timestamp(challenge.submit_until, 'R')}; the entries are being posted."
     elif challenge.phase is Phase.VOTING and now < challenge.vote_until:
-        phase = _("Voting is open until {vote_until}.", vote_until=_when(challenge.vote_until))
+        phase = f"Voting is open until {_when(challenge.vote_until)}."
     elif challenge.phase is Phase.VOTING:
-        phase = _(
-            "Voting closed {vote_until}; the results are being counted.",
-            vote_until=timestamp(challenge.vote_until, "R"),
-        )
+        phase = f"Voting closed {timestamp(challenge.vote_until, 'R')}; the results are being counted."
     elif challenge.phase is Phase.FINISHED:
-        phase = _("Finished; voting closed {vote_until}.", vote_until=timestamp(challenge.vote_until, "f"))
+        phase = f"Finished; voting closed {timestamp(challenge.vote_until, 'f')}."
     else:
-        phase = _("Cancelled.")
-    counts = _("**Entries:** {entry_count}", entry_count=entry_count)
+        phase = "Cancelled."
+    counts = f"**Entries:** {entry_count}"
     if challenge.phase is not Phase.SUBMISSIONS:
-        counts += _(" · **Votes:** {vote_count}", vote_count=vote_count)
+        counts += f" · **Votes:** {vote_count}"
     return "\n".join(
         [
-            _("**Theme:** {theme}", theme=escape(challenge.theme)),
-            _("**Channel:** {channel}", channel=_channel(challenge.channel_id)),
+            f"**Theme:** {escape(challenge.theme)}",
+            f"**Channel:** {_channel(challenge.channel_id)}",
             phase,
             counts,
         ]
@@ -1077,33 +950,19 @@ def results_text(challenge: Challenge, ranked: Sequence[Ranked], *, top: int = 1
     """Return the results announcement: the ranked list and the tiebreak rule."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    title = _("**Results: {theme}**", theme=escape(challenge.theme))
+    title = f"**Results: {escape(challenge.theme)}**"
     if not ranked:
-        return f"{title}\n" + _("No entries were submitted, so there is no winner.")
+        return f"{title}\nNo entries were submitted, so there is no winner."
     lines = [title]
     previous: Ranked | None = None
     for row in ranked[:top]:
-        tie = previous is not None and previous.votes == row.votes
-        params = {"place": row.place, "user": row.entry.user_id, "entry": row.entry.id}
-        if tie:
-            line = ngettext(
-                "{place}. <@{user}> · entry #{entry} · {count} vote (tie)",
-                "{place}. <@{user}> · entry #{entry} · {count} votes (tie)",
-                row.votes,
-                **params,
-            )
-        else:
-            line = ngettext(
-                "{place}. <@{user}> · entry #{entry} · {count} vote",
-                "{place}. <@{user}> · entry #{entry} · {count} votes",
-                row.votes,
-                **params,
-            )
-        lines.append(line)
+        tie = " (tie)" if previous is not None and previous.votes == row.votes else ""
+        votes = f"{row.votes} vote{'' if row.votes == 1 else 's'}"
+        lines.append(f"{row.place}. <@{row.entry.user_id}> · entry #{row.entry.id} · {votes}{tie}")
         previous = row
     if len(ranked) > top:
-        lines.append(_("…and {count} more.", count=len(ranked) - top))
+        lines.append(f"…and {len(ranked) - top} more.")
     if winner(ranked) is None:
-        lines.append(_("Nobody voted, so no one wins this time; every entry earns participation points."))
-    lines.append(_("Ties go to the earlier submission."))
+        lines.append("Nobody voted, so no one wins this time; every entry earns participation points.")
+    lines.append("Ties go to the earlier submission.")
     return "\n".join(lines)

@@ -19,7 +19,6 @@ from typing import Protocol
 from bot import challenges
 from bot.challenges import Challenge, Entry, Phase, Ranked, Standing, SubmittedImage, VoteAction
 from bot.errors import NotAllowed, NotFound
-from bot.i18n import _, speaking
 from bot.jobs import JobStatus, Requester, utcnow
 from bot.moderation import Moderation
 from bot.store import RowMissing, Store
@@ -123,14 +122,10 @@ class ChallengeService:
             )
             challenge = await self._store.challenges.add(new)
         log.info("challenge %d started in guild %d", challenge.id, who.guild_id)
-        with speaking(who.guild_locale):  # the moderators' shared log
-            line = _(
-                "🏆 <@{user}> started challenge #{id} in <#{channel}>",
-                user=who.user_id,
-                id=challenge.id,
-                channel=challenge.channel_id,
-            )
-        await self._moderation.audit(who.guild_id, line)
+        await self._moderation.audit(
+            who.guild_id,
+            f"🏆 <@{who.user_id}> started challenge #{challenge.id} in <#{challenge.channel_id}>",
+        )
         self.poke()
         return challenge
 
@@ -155,9 +150,7 @@ class ChallengeService:
             found = await self._challenge(challenge_id, who.guild_id)
             challenges.check_cancel(found)
             challenge = await self._set_phase(found, Phase.CANCELLED)
-        with speaking(who.guild_locale):
-            line = _("🏆 <@{user}> cancelled challenge #{id}", user=who.user_id, id=challenge_id)
-        await self._moderation.audit(who.guild_id, line)
+        await self._moderation.audit(who.guild_id, f"🏆 <@{who.user_id}> cancelled challenge #{challenge_id}")
         self.poke()
         await self._refresh(challenge)
         return challenge
@@ -169,14 +162,10 @@ class ChallengeService:
             found, challenge = await self._entry(entry_id, who.guild_id)
             challenges.check_disqualify(challenge, found)
             entry = await self._store.challenges.disqualify_entry(entry_id)
-        with speaking(who.guild_locale):
-            line = _(
-                "🏆 <@{user}> disqualified entry #{entry} of challenge #{id}",
-                user=who.user_id,
-                entry=entry_id,
-                id=entry.challenge_id,
-            )
-        await self._moderation.audit(who.guild_id, line)
+        await self._moderation.audit(
+            who.guild_id,
+            f"🏆 <@{who.user_id}> disqualified entry #{entry_id} of challenge #{entry.challenge_id}",
+        )
         return entry
 
     async def new_season(self, who: Requester) -> int:
@@ -194,7 +183,7 @@ class ChallengeService:
         async with self._store.transaction():
             challenge = await self._store.challenges.open_in(who.guild_id, channel_id)
             if challenge is None:
-                raise NotFound(_("No challenge is taking entries in that channel right now."))
+                raise NotFound("No challenge is taking entries in that channel right now.")
             mine = await self._store.challenges.entries(challenge.id, who.user_id)
             image = await self._submitted_image(job_id, image_index, who.guild_id)
             if image is None:
@@ -209,9 +198,7 @@ class ChallengeService:
         guild_id, _channel_id, message_id = challenges.parse_message_link(link)
         job = None if guild_id != who.guild_id else await self._store.jobs.by_message(guild_id, message_id)
         if job is None:
-            raise NotFound(
-                _("That message is not an Easel result in this server. Copy the link of a result.")
-            )
+            raise NotFound("That message is not an Easel result in this server. Copy the link of a result.")
         return await self.submit(who, job.posted_in, job.id, image_index)
 
     async def withdraw(self, who: Requester, entry_id: int) -> Entry:
@@ -242,7 +229,7 @@ class ChallengeService:
         else:
             shown = await self._store.challenges.running(who.guild_id)
         if not shown:
-            return _("No challenge is running in this server. Moderators start one with `/challenge start`.")
+            return "No challenge is running in this server. Moderators start one with `/challenge start`."
         parts = []
         for challenge in shown:
             entries = [e for e in await self._store.challenges.entries(challenge.id) if e.valid]

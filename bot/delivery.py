@@ -16,7 +16,7 @@ import discord
 from bot import images
 from bot.buttons import cancel_view, result_view
 from bot.files import ImageFiles
-from bot.i18n import N_, _, speaking
+from bot.i18n import _
 from bot.jobs import Job, JobKind, JobStatus, utcnow
 from bot.lifecycle import JobLifecycle
 from bot.renderers.base import Progress
@@ -36,11 +36,11 @@ AGE_RESTRICTABLE = (
     discord.Thread,
 )
 TITLES = {
-    JobKind.IMAGINE: N_("Imagine"),
-    JobKind.REROLL: N_("Reroll"),
-    JobKind.VARIATION: N_("Variation"),
-    JobKind.UPSCALE: N_("Upscale 2×"),
-    JobKind.PICK: N_("Single image"),
+    JobKind.IMAGINE: "Imagine",
+    JobKind.REROLL: "Reroll",
+    JobKind.VARIATION: "Variation",
+    JobKind.UPSCALE: "Upscale 2×",
+    JobKind.PICK: "Single image",
 }
 
 
@@ -94,29 +94,26 @@ class Delivery:
         self._inherited: set[int] = set()
 
     async def result_message(self, job: Job) -> ResultMessage:
-        """Build the result message of a rendered or posted job (also used by /show), in the locale spoken."""
+        """Build the result message of a rendered or posted job (also used by /show)."""
         blobs = [await self._files.read(name) for name in job.images]
         encoded = await asyncio.to_thread(images.compose_result, blobs, self._format, job.upload_limit)
         filename = f"easel-{job.id}.{encoded.filename_ext}"
         embed = discord.Embed(
-            title=_(TITLES[job.kind]), description=describe(job), colour=discord.Colour.blurple()
+            title=TITLES[job.kind], description=describe(job), colour=discord.Colour.blurple()
         )
-        embed.add_field(name=_("Requested by"), value=f"<@{job.user_id}>")
-        embed.add_field(name=_("Backend"), value=job.made_by or job.backend)
+        embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+        embed.add_field(name="Backend", value=job.made_by or job.backend)
         if job.params.seed is not None:
-            embed.add_field(name=_("Seed"), value=str(job.params.seed))
+            embed.add_field(name="Seed", value=str(job.params.seed))
         if job.parent_id is not None:
-            if job.parent_index:
-                source = _("image {index} of job #{job}", index=job.parent_index, job=job.parent_id)
-            else:
-                source = _("job #{job}", job=job.parent_id)
-            embed.add_field(name=_("From"), value=source)
+            what = f"image {job.parent_index} of " if job.parent_index else ""
+            embed.add_field(name="From", value=f"{what}job #{job.parent_id}")
         if encoded.reduced:
-            embed.add_field(name=_("Note"), value=encoded.note, inline=False)
+            embed.add_field(name="Note", value=encoded.note, inline=False)
         if notes := option_notes(job):
             embed.add_field(name=_("Options"), value="\n".join(notes), inline=False)
         embed.set_image(url=f"attachment://{filename}")
-        embed.set_footer(text=_("Job #{id} · /show job:{public_id}", id=job.id, public_id=job.public_id))
+        embed.set_footer(text=f"Job #{job.id} · /show job:{job.public_id}")
         open_here = (
             not job.is_grid and await self._store.challenges.open_in(job.guild_id, job.posted_in) is not None
         )
@@ -136,29 +133,22 @@ class Delivery:
                 return job
             message = self._unrecorded.get(job.id) or await self._posted_earlier(job)
             if message is None:
-                # A result is there for everyone to see: it speaks the server's language (a private
-                # one the member's).
-                with speaking(_audience(job)):
-                    result = await self.result_message(job)
-                    message = await self._edit_status(
-                        job, content="", embed=result.embed, attachments=[result.file()], view=result.view
+                result = await self.result_message(job)
+                message = await self._edit_status(
+                    job, content="", embed=result.embed, attachments=[result.file()], view=result.view
+                )
+                if message is None:
+                    message = await self._send_to_channel(
+                        job,
+                        _late_private(job) if job.private else f"<@{job.user_id}>, your images are ready.",
+                        embed=result.embed,
+                        file=result.file(),
+                        view=result.view,
+                        nonce=f"easel-r{job.id}",
                     )
-                    if message is None:
-                        message = await self._send_to_channel(
-                            job,
-                            (
-                                _late_private(job)
-                                if job.private
-                                else _("<@{user}>, your images are ready.", user=job.user_id)
-                            ),
-                            embed=result.embed,
-                            file=result.file(),
-                            view=result.view,
-                            nonce=f"easel-r{job.id}",
-                        )
                 if message is None:
                     return await self._lifecycle.fail(
-                        job.id, N_("Easel could not post the result in that channel (missing permissions?).")
+                        job.id, "Easel could not post the result in that channel (missing permissions?)."
                     )
                 self._unrecorded[job.id] = message
             posted = await self._lifecycle.posted(job.id, message.id, message.channel.id)
@@ -199,40 +189,28 @@ class Delivery:
         """Tell the member their job failed or was cancelled, once."""
         if job.message_id is not None:
             return
-        # It answers the member's request, like a refusal: in the member's language. The stored
-        # error is English (it is written far from any interaction), translated here when the
-        # catalogs know it.
-        with speaking(job.locale):
-            if job.status is JobStatus.CANCELLED:
-                text = _("✖️ Job #{id} was cancelled. Nothing was charged.", id=job.id)
-            else:
-                error = _(job.error) if job.error else ""
-                text = _("❌ Job #{id} failed: {error} Nothing was charged.", id=job.id, error=error)
-            message = await self._edit_status(job, content=text, embed=None, attachments=[], view=None)
-            if message is None and job.status is JobStatus.FAILED:
-                message = await self._send_to_channel(
-                    job, f"<@{job.user_id}> {text}", nonce=f"easel-f{job.id}"
-                )
+        if job.status is JobStatus.CANCELLED:
+            text = f"✖️ Job #{job.id} was cancelled. Nothing was charged."
+        else:
+            text = f"❌ Job #{job.id} failed: {job.error} Nothing was charged."
+        message = await self._edit_status(job, content=text, embed=None, attachments=[], view=None)
+        if message is None and job.status is JobStatus.FAILED:
+            message = await self._send_to_channel(job, f"<@{job.user_id}> {text}", nonce=f"easel-f{job.id}")
         await self._lifecycle.notified(job.id, message.id if message else 0)
 
     async def show_position(self, job: Job, position: int, total: int, note: str | None = None) -> None:
-        """Show a queued job's place in line (and ``note``, a message id: why it waits) while it is queued."""
-        with speaking(_audience(job)):
-            text = _(
-                "⏳ **Queued** — position **{position}** of {total} for `{backend}`. Job #{id}",
-                position=position,
-                total=total,
-                backend=job.backend,
-                id=job.id,
-            )
-            why = f"{_(note)}\n" if note else ""
-            await self._show_status(job, JobStatus.QUEUED, f"{text}\n{why}> {short_prompt(job)}")
+        """Show a queued job's place in line (and ``note``: why it waits) while it is still queued."""
+        text = (
+            f"⏳ **Queued** — position **{position}** of {total} for `{job.backend}`. Job #{job.id}\n"
+            + (f"{note}\n" if note else "")
+            + f"> {short_prompt(job)}"
+        )
+        await self._show_status(job, JobStatus.QUEUED, text)
 
     async def show_running(self, job: Job) -> None:
         """Show that a job is rendering (only while it still is)."""
-        with speaking(_audience(job)):
-            text = _("🎨 **Rendering** on `{backend}`… Job #{id}", backend=job.backend, id=job.id)
-            await self._show_status(job, JobStatus.RUNNING, f"{text}\n> {short_prompt(job)}")
+        text = f"🎨 **Rendering** on `{job.backend}`… Job #{job.id}\n> {short_prompt(job)}"
+        await self._show_status(job, JobStatus.RUNNING, text)
 
     async def _show_status(self, job: Job, status: JobStatus, text: str) -> None:
         # Under the job's lock and after reading its state: a status edit sent late (they wait
@@ -247,25 +225,14 @@ class Delivery:
         """Show a rendering job's step, a progress bar and, when the renderer sent one, a preview."""
         done = round(PROGRESS_BAR * progress.step / max(1, progress.total))
         bar = "▰" * done + "▱" * (PROGRESS_BAR - done)
-        with speaking(_audience(job)):
-            text = _(
-                "🎨 **Rendering** on `{backend}` — step {step}/{total} {bar} Job #{id}",
-                backend=job.backend,
-                step=progress.step,
-                total=progress.total,
-                bar=bar,
-                id=job.id,
-            )
-            files = []
-            if progress.preview:
-                files.append(discord.File(io.BytesIO(progress.preview), filename=f"preview-{job.id}.webp"))
-            await self._edit_status(
-                job,
-                content=f"{text}\n> {short_prompt(job)}",
-                embed=None,
-                attachments=files,
-                view=cancel_view(job.id),
-            )
+        text = (
+            f"🎨 **Rendering** on `{job.backend}` — step {progress.step}/{progress.total} {bar} Job #{job.id}\n"
+            f"> {short_prompt(job)}"
+        )
+        files = []
+        if progress.preview:
+            files.append(discord.File(io.BytesIO(progress.preview), filename=f"preview-{job.id}.webp"))
+        await self._edit_status(job, content=text, embed=None, attachments=files, view=cancel_view(job.id))
 
     async def audit(self, guild_id: int, channel_id: int, text: str) -> None:
         """Post one line to a guild's audit channel, pinging nobody."""
@@ -323,11 +290,6 @@ class Delivery:
         except (discord.Forbidden, discord.NotFound) as exc:
             log.warning("job %d: cannot post in channel %d (%s)", job.id, job.channel_id, exc.status)
             return None
-
-
-def _audience(job: Job) -> str:
-    """The locale of whoever sees a job's status message: the member alone when it is private."""
-    return job.locale if job.private else job.guild_locale
 
 
 def _late_private(job: Job) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from bot.i18n import _
-
 
 class EaselError(Exception):
     """An error a member or operator can act on; ``str()`` is the message shown to them."""
@@ -23,13 +21,7 @@ class NotFound(EaselError):
     @classmethod
     def row(cls, kind: str, row_id: int) -> NotFound:
         """Say that job, challenge or entry ``row_id`` does not exist; another guild's reads the same."""
-        if kind == "challenge":
-            return cls(_("Challenge #{id} does not exist.", id=row_id))
-        if kind == "entry":
-            return cls(_("Entry #{id} does not exist.", id=row_id))
-        if kind == "job":
-            return cls(_("Job #{id} does not exist.", id=row_id))
-        return cls(_("{kind} #{id} does not exist.", kind=kind.capitalize(), id=row_id))
+        return cls(f"{kind.capitalize()} #{row_id} does not exist.")
 
 
 class NotAllowed(EaselError):

@@ -14,7 +14,7 @@ from bot.config import ImageSettings
 from bot.errors import InvalidInput, NotAllowed, NotFound
 from bot.files import ImageFiles
 from bot.guild_settings import GuildSettings
-from bot.i18n import N_, _, speaking
+from bot.i18n import _
 from bot.images import SourceImage
 from bot.jobs import Job, JobKind, JobParams, JobStatus, NewJob, Requester, utcnow
 from bot.lifecycle import JobLifecycle
@@ -24,7 +24,7 @@ from bot.prompt_params import STYLIZE_DEFAULT, PromptParams, parse_prompt
 from bot.quotas import Admission
 from bot.renderers.base import Capabilities, Operation, Renderer
 from bot.store import RowMissing, Store
-from bot.text import KINDS, STATUSES, short_prompt
+from bot.text import short_prompt
 
 PROMPT_MAX = 1000
 NEGATIVE_MAX = 500
@@ -34,14 +34,12 @@ ASPECTS = {"square": 1.0, "portrait": 2 / 3, "landscape": 3 / 2}
 # public ids existed 16 hex digits), or a member's own integer job id.
 PUBLIC_ID = re.compile(r"[0-9a-z]{10,16}")
 OWN_JOB_ID = re.compile(r"#?([0-9]{1,18})")
-NO_SUCH_RESULT = N_(
+NO_SUCH_RESULT = (
     "That result does not exist, or is not one you can see. "
     "Copy the id after `/show job:` in a result's footer."
 )
-DELETED = N_("This result was deleted, so it cannot be shown or used again.")
-FLAGGED = N_(
-    "The safety checker flagged this image, so it can only be shown or used in age-restricted channels."
-)
+DELETED = "This result was deleted, so it cannot be shown or used again."
+FLAGGED = "The safety checker flagged this image, so it can only be shown or used in age-restricted channels."
 
 
 class Hidden(enum.Enum):
@@ -192,11 +190,9 @@ class Generation:
         name, caps = self._backend(backend, Operation.GENERATE, settings)
         negative = negative or inline.negative
         params = JobParams(
-            prompt=_clean(inline.prompt, _("prompt"), PROMPT_MAX, required=True),
+            prompt=_clean(inline.prompt, "prompt", PROMPT_MAX, required=True),
             # The preferred negative prompt is added to every request, not replaced by its own.
-            negative=_clean(
-                ", ".join(n for n in (negative, prefs.negative) if n), _("negative"), NEGATIVE_MAX
-            ),
+            negative=_clean(", ".join(n for n in (negative, prefs.negative) if n), "negative", NEGATIVE_MAX),
             count=self._count(count or prefs.count or settings.default_count or None, caps),
             seed=_seed(inline.seed if seed is None else seed, caps),
             quality=_quality(quality or inline.quality or prefs.quality or "", caps, name),
@@ -213,7 +209,7 @@ class Generation:
         else:
             aspect = aspect or prefs.aspect or "square"
             if aspect not in ASPECTS:
-                raise InvalidInput(_("aspect must be one of {aspects}.", aspects=", ".join(ASPECTS)))
+                raise InvalidInput(f"aspect must be one of {', '.join(ASPECTS)}.")
             width, height = pick_size(caps, aspect)
         return await self._submit(who, JobKind.IMAGINE, name, replace(params, width=width, height=height))
 
@@ -236,9 +232,9 @@ class Generation:
         name, caps = self._backend(backend, Operation.VARY, settings)
         params = JobParams(
             prompt="",
-            extra_prompt=_clean(inline.prompt, _("prompt"), PROMPT_MAX),
+            extra_prompt=_clean(inline.prompt, "prompt", PROMPT_MAX),
             negative=_clean(
-                ", ".join(n for n in (inline.negative, prefs.negative) if n), _("negative"), NEGATIVE_MAX
+                ", ".join(n for n in (inline.negative, prefs.negative) if n), "negative", NEGATIVE_MAX
             ),
             count=self._count(count or prefs.count or settings.default_count or None, caps),
             seed=_seed(inline.seed, caps),
@@ -270,7 +266,7 @@ class Generation:
         """Queue the same request as job ``job_id`` with a new seed (and, remixed, the member's edited prompt)."""
         parent = await self._result(who, job_id)
         if parent.kind not in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION):
-            raise InvalidInput(_("Only generated results can be rerolled."))
+            raise InvalidInput("Only generated results can be rerolled.")
         caps = self._caps(parent.backend)
         # The backend's sizes may have changed since (another model configured): keep the shape.
         width, height = reshape(caps, parent.params.width, parent.params.height)
@@ -325,9 +321,9 @@ class Generation:
         """Queue a 2× upscale of a single-image result."""
         parent = await self._result(who, job_id, 1)
         if parent.is_grid:
-            raise InvalidInput(_("Pick one image first (U1–U4), then upscale it."))
+            raise InvalidInput("Pick one image first (U1–U4), then upscale it.")
         if parent.params.width * parent.params.height * 4 > self._images.upscale_max_pixels:
-            raise InvalidInput(_("This image is already as large as Easel upscales to."))
+            raise InvalidInput("This image is already as large as Easel upscales to.")
         params = replace(
             parent.params, count=1, width=parent.params.width * 2, height=parent.params.height * 2
         )
@@ -354,7 +350,7 @@ class Generation:
         """Record that this member deletes a result (its requester or a moderator): never shown again."""
         job = await self._find(job_id, who.guild_id)
         if job.user_id != who.user_id and not who.manage_messages:
-            raise NotAllowed(_("Only the member who asked for this image, or a moderator, can delete it."))
+            raise NotAllowed("Only the member who asked for this image, or a moderator, can delete it.")
         return await self._store.jobs.mark_deleted(job.id, utcnow())
 
     async def usable(self, who: Requester, job_id: int) -> Job:
@@ -363,12 +359,12 @@ class Generation:
         hidden = _hidden(who, job)
         if hidden is Hidden.UNSEEN:
             # Reported exactly like a missing job: the answer tells nothing about other channels.
-            raise NotFound(_("Job #{id} does not exist.", id=job_id))
+            raise NotFound(f"Job #{job_id} does not exist.")
         _require_result(job)
         if hidden is Hidden.DELETED:
-            raise NotAllowed(_(DELETED))
+            raise NotAllowed(DELETED)
         if hidden is Hidden.FLAGGED:
-            raise NotAllowed(_(FLAGGED))
+            raise NotAllowed(FLAGGED)
         return job
 
     async def show(self, who: Requester, ref: str, *, private: bool = False) -> Shown:
@@ -380,21 +376,19 @@ class Generation:
         mine = job.user_id == who.user_id
         hidden = _hidden(who, job)
         if hidden is Hidden.UNSEEN and not mine:
-            raise NotFound(_(NO_SUCH_RESULT))
+            raise NotFound(NO_SUCH_RESULT)
         _require_result(job)
         if hidden is None:
             return Shown(job, private=private)
         if mine:
             return Shown(job, private=True, hidden=hidden)
-        raise NotAllowed(_(DELETED if hidden is Hidden.DELETED else FLAGGED))
+        raise NotAllowed(DELETED if hidden is Hidden.DELETED else FLAGGED)
 
     async def usable_message(self, who: Requester, message_id: int) -> Job:
         """Return the result posted as ``message_id`` if this member may build on it here."""
         job = await self._store.jobs.by_message(who.guild_id, message_id)
         if job is None:
-            raise NotFound(
-                _("That message is not an Easel result in this server. Copy the link of a result.")
-            )
+            raise NotFound("That message is not an Easel result in this server. Copy the link of a result.")
         return await self.usable(who, job.id)
 
     async def queue_view(self, who: Requester) -> QueueView:
@@ -412,7 +406,7 @@ class Generation:
             for name, renderer in self._renderers.items()
         ]
         report += [
-            BackendStatus(name, ((_("State"), _("not available: {why}", why=why)),), *load.get(name, (0, 0)))
+            BackendStatus(name, (("State", f"not available: {why}"),), *load.get(name, (0, 0)))
             for name, why in self._offline.items()
         ]
         return report
@@ -437,17 +431,11 @@ class Generation:
         new = replace(self._new(who, kind, backend, params, parent, index), source_image=source)
         job = await self._lifecycle.submit(new, admission)
         price = f" · ~${admission.usd:.3f}" if admission.usd else ""
-        # The audit channel is the moderators' shared log: the server's language.
-        with speaking(who.guild_locale):
-            line = _(
-                "🎨 <@{user}> · job #{id} · {kind} on `{backend}` · cost {cost}",
-                user=who.user_id,
-                id=job.id,
-                kind=_(KINDS[kind]),
-                backend=backend,
-                cost=admission.cost,
-            )
-            await self._moderation.audit(who.guild_id, f"{line}{price} · {short_prompt(job)}")
+        await self._moderation.audit(
+            who.guild_id,
+            f"🎨 <@{who.user_id}> · job #{job.id} · {kind.value} on `{backend}` · cost {admission.cost}{price}"
+            f" · {short_prompt(job)}",
+        )
         return job
 
     def _new(
@@ -473,8 +461,6 @@ class Generation:
             # Made from a flagged image (an upscale, a variation, a pick): restricted the same way.
             flagged=parent.flagged if parent else False,
             private=who.private,
-            locale=who.locale,
-            guild_locale=who.guild_locale,
         )
 
     async def _find(self, job_id: int, guild_id: int) -> Job:
@@ -486,7 +472,7 @@ class Generation:
     async def _result(self, who: Requester, job_id: int, index: int | None = None) -> Job:
         job = await self.usable(who, job_id)
         if index is not None and not 1 <= index <= len(job.images):
-            raise NotFound(_("Job #{id} has no image {index}.", id=job_id, index=index))
+            raise NotFound(f"Job #{job_id} has no image {index}.")
         return job
 
     async def _lookup(self, who: Requester, ref: str) -> Job:
@@ -501,7 +487,7 @@ class Generation:
             elif PUBLIC_ID.fullmatch(text):
                 job = await self._store.jobs.by_public_id(who.guild_id, text)
         if job is None:
-            raise NotFound(_(NO_SUCH_RESULT))
+            raise NotFound(NO_SUCH_RESULT)
         return job
 
     def _backend(
@@ -509,28 +495,22 @@ class Generation:
     ) -> tuple[str, Capabilities]:
         able = [n for n, r in self._renderers.items() if operation in r.capabilities.operations]
         if not able:
-            raise InvalidInput(_("No configured backend can do that yet."))
+            raise InvalidInput("No configured backend can do that yet.")
         name = self._moderation.backend_for(settings, name, able)
         if name not in able:
-            raise InvalidInput(
-                _(
-                    "Backend {name} is not available here; choose one of {backends}.",
-                    name=repr(name),
-                    backends=", ".join(able),
-                )
-            )
+            raise InvalidInput(f"Backend {name!r} is not available here; choose one of {', '.join(able)}.")
         return name, self._renderers[name].capabilities
 
     def _caps(self, backend: str) -> Capabilities:
         renderer = self._renderers.get(backend)
         if renderer is None:
-            raise InvalidInput(_("The {backend} backend is not configured any more.", backend=backend))
+            raise InvalidInput(f"The {backend} backend is not configured any more.")
         return renderer.capabilities
 
     def _count(self, count: int | None, caps: Capabilities) -> int:
         count = self._images.default_count if count is None else count
         if not 1 <= count <= min(4, caps.max_count):
-            raise InvalidInput(_("count must be between 1 and {max}.", max=min(4, caps.max_count)))
+            raise InvalidInput(f"count must be between 1 and {min(4, caps.max_count)}.")
         return count
 
 
@@ -551,24 +531,15 @@ def _hidden(who: Requester, job: Job) -> Hidden | None:
 
 def _require_result(job: Job) -> None:
     if job.status not in (JobStatus.RENDERED, JobStatus.POSTED) or not job.images:
-        raise NotFound(
-            _("Job #{id} has no result to show ({status}).", id=job.id, status=_(STATUSES[job.status]))
-        )
+        raise NotFound(f"Job #{job.id} has no result to show ({job.status.value}).")
 
 
 def _clean(text: str, field: str, limit: int, *, required: bool = False) -> str:
     text = " ".join(text.split())
     if required and not text:
-        raise InvalidInput(_("The {field} is empty: describe the image you want.", field=field))
+        raise InvalidInput(f"The {field} is empty: describe the image you want.")
     if len(text) > limit:
-        raise InvalidInput(
-            _(
-                "The {field} is {length} characters long; shorten it to {limit} or fewer.",
-                field=field,
-                length=len(text),
-                limit=limit,
-            )
-        )
+        raise InvalidInput(f"The {field} is {len(text)} characters long; shorten it to {limit} or fewer.")
     return text
 
 
@@ -578,7 +549,7 @@ def _seed(seed: int | None, caps: Capabilities) -> int | None:
     if seed is None:
         return secrets.randbelow(SEED_MAX + 1)
     if not 0 <= seed <= SEED_MAX:
-        raise InvalidInput(_("seed must be between 0 and {max}.", max=SEED_MAX))
+        raise InvalidInput(f"seed must be between 0 and {SEED_MAX}.")
     return seed
 
 
@@ -592,9 +563,7 @@ def _quality(quality: str, caps: Capabilities, backend: str) -> str:
             )
         )
     if quality and quality not in caps.qualities:
-        raise InvalidInput(
-            _("quality must be one of {value}.", value=", ".join(caps.qualities) or "the backend default")
-        )
+        raise InvalidInput(f"quality must be one of {', '.join(caps.qualities) or 'the backend default'}.")
     return quality
 
 
@@ -679,7 +648,7 @@ def _minus(unhonoured: str, *names: str) -> str:
 def _strength(strength: float | None, default: float) -> float:
     strength = default if strength is None else strength
     if not 0.05 <= strength <= 1.0:
-        raise InvalidInput(_("strength must be between 0.05 (close to the original) and 1.0 (free)."))
+        raise InvalidInput("strength must be between 0.05 (close to the original) and 1.0 (free).")
     return strength
 
 

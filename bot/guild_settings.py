@@ -25,21 +25,21 @@ MENTION = re.compile(r"<[@#]&?!?(\d+)>|(\d{15,20})")
 class Kind(enum.StrEnum):
     """How a setting's text is read."""
 
-    LIMIT = N_("a whole number, or unlimited")
-    NUMBER = N_("a whole number")
-    MONEY = N_("an amount in US dollars, or unlimited")
-    SWITCH = N_("on or off")
-    CHOICE = N_("one of the choices")
-    BACKENDS = N_("backend names separated by commas, or all")
-    CHANNELS = N_("channels (#mentions), or none")
-    CHANNEL = N_("a channel (#mention), or none")
-    ROLES = N_("roles (@mentions), or none")
-    ROLE = N_("a role (@mention), or none")
-    MEMBERS = N_("members (@mentions), or none")
-    TIMEZONE = N_("a time zone such as Europe/Berlin")
-    TERMS = N_("terms separated by commas")
-    PATTERNS = N_("regular expressions, one per line")
-    ROLE_LIMITS = N_("set with /settings role-quota")
+    LIMIT = "a whole number, or unlimited"
+    NUMBER = "a whole number"
+    MONEY = "an amount in US dollars, or unlimited"
+    SWITCH = "on or off"
+    CHOICE = "one of the choices"
+    BACKENDS = "backend names separated by commas, or all"
+    CHANNELS = "channels (#mentions), or none"
+    CHANNEL = "a channel (#mention), or none"
+    ROLES = "roles (@mentions), or none"
+    ROLE = "a role (@mention), or none"
+    MEMBERS = "members (@mentions), or none"
+    TIMEZONE = "a time zone such as Europe/Berlin"
+    TERMS = "terms separated by commas"
+    PATTERNS = "regular expressions, one per line"
+    ROLE_LIMITS = "set with /settings role-quota"
     DAYS = N_("a number of days, or forever")
 
 
@@ -58,65 +58,49 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "default_backend",
-        Kind.CHOICE,
-        "",
-        N_("Backend used when a member does not pick one (empty: the first)."),
+        "default_backend", Kind.CHOICE, "", "Backend used when a member does not pick one (empty: the first)."
     ),
-    Setting("allowed_backends", Kind.BACKENDS, [], N_("Backends members may use here (empty: all).")),
+    Setting("allowed_backends", Kind.BACKENDS, [], "Backends members may use here (empty: all)."),
     Setting(
         "default_count",
         Kind.NUMBER,
         0,
-        N_("Images per /imagine when not chosen (0: Easel's default)."),
+        "Images per /imagine when not chosen (0: Easel's default).",
         maximum=4,
     ),
-    Setting(
-        "allowed_channels", Kind.CHANNELS, [], N_("Generation only in these channels (empty: everywhere).")
-    ),
-    Setting("denied_channels", Kind.CHANNELS, [], N_("No generation in these channels.")),
+    Setting("allowed_channels", Kind.CHANNELS, [], "Generation only in these channels (empty: everywhere)."),
+    Setting("denied_channels", Kind.CHANNELS, [], "No generation in these channels."),
     Setting(
         "nsfw",
         Kind.CHOICE,
         "age_restricted",
-        N_("Images a safety checker flags: posted only in age-restricted channels, or never."),
+        "Images a safety checker flags: posted only in age-restricted channels, or never.",
         choices=("never", "age_restricted"),
     ),
-    Setting("daily_images", Kind.LIMIT, None, N_("Images a member may make per day (roles can raise it).")),
-    Setting("weekly_images", Kind.LIMIT, None, N_("Images a member may make per week (roles can raise it).")),
+    Setting("daily_images", Kind.LIMIT, None, "Images a member may make per day (roles can raise it)."),
+    Setting("weekly_images", Kind.LIMIT, None, "Images a member may make per week (roles can raise it)."),
     Setting(
-        "role_limits", Kind.ROLE_LIMITS, [], N_("Higher daily/weekly limits for roles (the highest applies).")
+        "role_limits", Kind.ROLE_LIMITS, [], "Higher daily/weekly limits for roles (the highest applies)."
     ),
-    Setting("exempt_roles", Kind.ROLES, [], N_("Roles with no quota and no cooldown.")),
-    Setting("cost_imagine", Kind.NUMBER, 1, N_("Quota cost of each image from /imagine."), maximum=100),
-    Setting("cost_variation", Kind.NUMBER, 1, N_("Quota cost of each variation image."), maximum=100),
-    Setting("cost_reroll", Kind.NUMBER, 1, N_("Quota cost of each rerolled image."), maximum=100),
-    Setting("cost_upscale", Kind.NUMBER, 1, N_("Quota cost of an upscale."), maximum=100),
+    Setting("exempt_roles", Kind.ROLES, [], "Roles with no quota and no cooldown."),
+    Setting("cost_imagine", Kind.NUMBER, 1, "Quota cost of each image from /imagine.", maximum=100),
+    Setting("cost_variation", Kind.NUMBER, 1, "Quota cost of each variation image.", maximum=100),
+    Setting("cost_reroll", Kind.NUMBER, 1, "Quota cost of each rerolled image.", maximum=100),
+    Setting("cost_upscale", Kind.NUMBER, 1, "Quota cost of an upscale.", maximum=100),
+    Setting("cooldown_seconds", Kind.NUMBER, 0, "Seconds a member waits between requests.", maximum=86_400),
+    Setting("monthly_images", Kind.LIMIT, None, "Images the whole server may make per month."),
+    Setting("monthly_spend_usd", Kind.MONEY, None, "Estimated OpenAI spend the server may reach per month."),
     Setting(
-        "cooldown_seconds", Kind.NUMBER, 0, N_("Seconds a member waits between requests."), maximum=86_400
+        "blocked_terms", Kind.TERMS, [], "Words and phrases refused in prompts (*word* matches inside words)."
     ),
-    Setting("monthly_images", Kind.LIMIT, None, N_("Images the whole server may make per month.")),
+    Setting("blocked_patterns", Kind.PATTERNS, [], "Regular expressions refused in prompts."),
+    Setting("moderation_check", Kind.SWITCH, False, "Check every prompt with OpenAI's moderation endpoint."),
+    Setting("banned", Kind.MEMBERS, [], "Members who may not generate here."),
     Setting(
-        "monthly_spend_usd", Kind.MONEY, None, N_("Estimated OpenAI spend the server may reach per month.")
+        "audit_channel", Kind.CHANNEL, None, "Channel for a line per generation and per settings change."
     ),
-    Setting(
-        "blocked_terms",
-        Kind.TERMS,
-        [],
-        N_("Words and phrases refused in prompts (*word* matches inside words)."),
-    ),
-    Setting("blocked_patterns", Kind.PATTERNS, [], N_("Regular expressions refused in prompts.")),
-    Setting(
-        "moderation_check", Kind.SWITCH, False, N_("Check every prompt with OpenAI's moderation endpoint.")
-    ),
-    Setting("banned", Kind.MEMBERS, [], N_("Members who may not generate here.")),
-    Setting(
-        "audit_channel", Kind.CHANNEL, None, N_("Channel for a line per generation and per settings change.")
-    ),
-    Setting("timezone", Kind.TIMEZONE, "UTC", N_("Time zone of the daily, weekly and monthly resets.")),
-    Setting(
-        "moderator_role", Kind.ROLE, None, N_("Role that may use moderator commands besides Manage Server.")
-    ),
+    Setting("timezone", Kind.TIMEZONE, "UTC", "Time zone of the daily, weekly and monthly resets."),
+    Setting("moderator_role", Kind.ROLE, None, "Role that may use moderator commands besides Manage Server."),
     Setting(
         "retention_days",
         Kind.DAYS,
@@ -192,11 +176,11 @@ def parse(key: str, text: str, *, backends: Sequence[str]) -> Any:
     """
     setting = BY_KEY.get(key)
     if setting is None:
-        raise InvalidInput(_("There is no setting {key}; /settings show lists them.", key=repr(key)))
+        raise InvalidInput(f"There is no setting {key!r}; /settings show lists them.")
     text = text.strip()
     kind = setting.kind
     if kind is Kind.ROLE_LIMITS:
-        raise InvalidInput(_("Set role limits with /settings role-quota."))
+        raise InvalidInput("Set role limits with /settings role-quota.")
     if kind is Kind.LIMIT:
         return None if text.lower() in UNLIMITED else _number(setting, text)
     if kind is Kind.NUMBER:
@@ -222,20 +206,13 @@ def parse(key: str, text: str, *, backends: Sequence[str]) -> Any:
     if kind is Kind.CHOICE:
         choices = setting.choices or ("", *backends)
         if text not in choices:
-            listed = ", ".join(c or _("(empty)") for c in choices)
-            raise InvalidInput(_("{key} must be one of: {choices}.", key=key, choices=listed))
+            raise InvalidInput(f"{key} must be one of: {', '.join(c or '(empty)' for c in choices)}.")
         return text
     if kind is Kind.BACKENDS:
         names = [] if text.lower() in ("all", "") else [n.strip() for n in text.split(",") if n.strip()]
         unknown = [n for n in names if n not in backends]
         if unknown:
-            raise InvalidInput(
-                _(
-                    "Unknown backend(s) {unknown}; choose from {backends}.",
-                    unknown=", ".join(unknown),
-                    backends=", ".join(backends),
-                )
-            )
+            raise InvalidInput(f"Unknown backend(s) {', '.join(unknown)}; choose from {', '.join(backends)}.")
         return names
     if kind in (Kind.CHANNELS, Kind.ROLES, Kind.MEMBERS):
         return [] if text.lower() in ("none", "") else _ids(setting, text)
@@ -266,29 +243,26 @@ def show(key: str, value: Any) -> str:
     if value is None and kind is Kind.DAYS:
         return _("forever")
     if value is None:
-        return _("unlimited") if kind in (Kind.LIMIT, Kind.MONEY) else _("none")
+        return "unlimited" if kind in (Kind.LIMIT, Kind.MONEY) else "none"
     if kind is Kind.SWITCH:
-        return _("on") if value else _("off")
+        return "on" if value else "off"
     if kind is Kind.MONEY:
         return f"${value:,.2f}"
     if kind is Kind.DAYS:
         return ngettext("{count} day", "{count} days", value)
     if kind in (Kind.CHANNELS, Kind.CHANNEL):
-        return _join(f"<#{i}>" for i in _listed(value)) or _("none")
+        return _join(f"<#{i}>" for i in _listed(value)) or "none"
     if kind in (Kind.ROLES, Kind.ROLE):
-        return _join(f"<@&{i}>" for i in _listed(value)) or _("none")
+        return _join(f"<@&{i}>" for i in _listed(value)) or "none"
     if kind is Kind.MEMBERS:
-        return _join(f"<@{i}>" for i in _listed(value)) or _("none")
+        return _join(f"<@{i}>" for i in _listed(value)) or "none"
     if kind is Kind.ROLE_LIMITS:
-        return _join(
-            _("<@&{role}>: {day}/day, {week}/week", role=r, day=_limit(d), week=_limit(w))
-            for r, d, w in value
-        ) or _("none")
+        return _join(f"<@&{r}>: {_limit(d)}/day, {_limit(w)}/week" for r, d, w in value) or "none"
     if kind in (Kind.TERMS, Kind.PATTERNS):
-        return _("{count} set", count=len(value)) if value else _("none")
+        return f"{len(value)} set" if value else "none"
     if kind is Kind.BACKENDS:
-        return ", ".join(value) or _("all")
-    return str(value) if value != "" else _("(default)")
+        return ", ".join(value) or "all"
+    return str(value) if value != "" else "(default)"
 
 
 def _number(setting: Setting, text: str) -> int:
@@ -297,14 +271,7 @@ def _number(setting: Setting, text: str) -> int:
     except ValueError:
         raise _wrong(setting, text) from None
     if not setting.minimum <= value <= setting.maximum:
-        raise InvalidInput(
-            _(
-                "{key} must be between {min} and {max}.",
-                key=setting.key,
-                min=setting.minimum,
-                max=setting.maximum,
-            )
-        )
+        raise InvalidInput(f"{setting.key} must be between {setting.minimum} and {setting.maximum}.")
     return value
 
 
@@ -317,9 +284,7 @@ def _ids(setting: Setting, text: str) -> list[int]:
 
 def _wrong(setting: Setting, text: str) -> InvalidInput:
     shown = text if len(text) <= 40 else text[:39] + "…"
-    return InvalidInput(
-        _("{key} takes {kind}, not {value}.", key=setting.key, kind=_(setting.kind.value), value=repr(shown))
-    )
+    return InvalidInput(f"{setting.key} takes {setting.kind.value}, not {shown!r}.")
 
 
 def _listed(value: Any) -> list[Any]:
@@ -331,4 +296,4 @@ def _join(parts: Any) -> str:
 
 
 def _limit(value: int | None) -> str:
-    return _("unlimited") if value is None else str(value)
+    return "unlimited" if value is None else str(value)

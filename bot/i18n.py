@@ -35,11 +35,6 @@ def current() -> str:
     return _speaking.get()
 
 
-def speak(locale: str | None) -> None:
-    """Speak ``locale`` for the rest of the current task (discord.py runs each interaction in its own)."""
-    _speaking.set(locale or FALLBACK)
-
-
 @contextmanager
 def speaking(locale: str | None) -> Iterator[None]:
     """Speak ``locale`` (a Discord locale such as ``zh-CN``; None means the fallback) inside the block."""
@@ -60,11 +55,6 @@ def ngettext(singular: str, plural: str, count: int, /, **params: object) -> str
     """Translate the form of a message that fits ``count`` (available as ``{count}``)."""
     text = catalog(_speaking.get()).ngettext(singular, plural, count)
     return text.format(count=count, **params)
-
-
-def pgettext(context: str, message: str, /) -> str:
-    """Translate ``message`` as meant in ``context`` (a command's name, not the same word in a sentence)."""
-    return str(catalog(_speaking.get()).pgettext(context, message))
 
 
 def N_(message: str, /) -> str:

@@ -20,7 +20,6 @@ from typing import Final
 from PIL import Image, ImageCms, ImageDraw, ImageFilter, ImageFont, ImageOps, PngImagePlugin
 
 from bot.errors import InvalidInput, RenderFailed
-from bot.i18n import _
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -107,23 +106,15 @@ def validate_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> SourceIm
     GIF, WebP and APNG files contribute their first frame.
     """
     if not data:
-        raise InvalidInput(_("That file is empty. Please upload a {formats} image.", formats=_ACCEPTED_TEXT))
+        raise InvalidInput(f"That file is empty. Please upload a {_ACCEPTED_TEXT} image.")
     if len(data) > max_bytes:
         size_text, limit_text = _megabytes(len(data)), _megabytes(max_bytes)
-        if size_text == limit_text:
-            raise InvalidInput(
-                _(
-                    "That file is just over the {limit} limit for uploads. Please upload a smaller image.",
-                    limit=limit_text,
-                )
-            )
-        raise InvalidInput(
-            _(
-                "That file is {size}, over the {limit} limit for uploads. Please upload a smaller image.",
-                size=size_text,
-                limit=limit_text,
-            )
+        over = (
+            f"just over the {limit_text}"
+            if size_text == limit_text
+            else f"{size_text}, over the {limit_text}"
         )
+        raise InvalidInput(f"That file is {over} limit for uploads. Please upload a smaller image.")
     fmt = _sniff(data)
     if fmt is None:
         raise InvalidInput(_unsupported_message(data))
@@ -184,68 +175,46 @@ def _check_dimensions(width: int, height: int, *, max_pixels: int) -> None:
         raise InvalidInput(_too_many_pixels_message((width, height), max_pixels=max_pixels))
     if min(width, height) < MIN_SIDE:
         raise InvalidInput(
-            _(
-                "That image is only {width}×{height} pixels; each side must be at least {min} "
-                "pixels. Please upload a larger image.",
-                width=width,
-                height=height,
-                min=MIN_SIDE,
-            )
+            f"That image is only {width}×{height} pixels; each side must be at least {MIN_SIDE} "
+            "pixels. Please upload a larger image."
         )
     if max(width, height) > MAX_ASPECT * min(width, height):
         ratio = max(width, height) / min(width, height)
         raise InvalidInput(
-            _(
-                "That image is {width}×{height} pixels, which is too long and thin ({ratio}:1); "
-                "the most Easel accepts is {max}:1. Please crop it closer to square and upload it again.",
-                width=width,
-                height=height,
-                ratio=format(ratio, ".1f"),
-                max=MAX_ASPECT,
-            )
+            f"That image is {width}×{height} pixels, which is too long and thin ({ratio:.1f}:1); "
+            f"the most Easel accepts is {MAX_ASPECT}:1. Please crop it closer to square and upload it again."
         )
 
 
 def _too_many_pixels_message(size: tuple[int, int] | None, *, max_pixels: int) -> str:
     side = math.isqrt(max_pixels)
-    limit = {"max": _megapixels(max_pixels), "side": side}
+    limit = f"the most Easel accepts is {_megapixels(max_pixels)} (about {side}×{side})"
     if size is None:
-        return _(
-            "That image has more pixels than Easel accepts: the most Easel accepts is {max} "
-            "(about {side}×{side}). Please resize it and upload it again.",
-            **limit,
+        return (
+            f"That image has more pixels than Easel accepts: {limit}. Please resize it and upload it again."
         )
     width, height = size
-    return _(
-        "That image is {width}×{height} pixels ({pixels}); the most Easel accepts is {max} "
-        "(about {side}×{side}). Please resize it and upload it again.",
-        width=width,
-        height=height,
-        pixels=_megapixels(width * height),
-        **limit,
+    return (
+        f"That image is {width}×{height} pixels ({_megapixels(width * height)}); {limit}. "
+        "Please resize it and upload it again."
     )
 
 
 def _damaged_message(fmt: str) -> str:
-    return _(
-        "That {format} file looks damaged or incomplete, so Easel can't read it. "
-        "Please re-save or re-export it and upload it again.",
-        format=_DISPLAY_NAME[fmt],
+    return (
+        f"That {_DISPLAY_NAME[fmt]} file looks damaged or incomplete, so Easel can't read it. "
+        "Please re-save or re-export it and upload it again."
     )
 
 
 def _unsupported_message(data: bytes) -> str:
     other = _other_format(data)
     if other is not None:
-        return _(
-            "That file is a {format} image, which Easel can't read. "
-            "Please convert it to {formats} and upload it again.",
-            format=other,
-            formats=_ACCEPTED_TEXT,
+        return (
+            f"That file is a {other} image, which Easel can't read. "
+            f"Please convert it to {_ACCEPTED_TEXT} and upload it again."
         )
-    return _(
-        "That file isn't an image Easel can read. Please upload a {formats} image.", formats=_ACCEPTED_TEXT
-    )
+    return f"That file isn't an image Easel can read. Please upload a {_ACCEPTED_TEXT} image."
 
 
 # --------------------------------------------------------------------------- header parsing
@@ -548,7 +517,7 @@ def sniff_extension(data: bytes) -> str:
     """
     fmt = _sniff(data)
     if fmt is None:
-        raise RenderFailed(_("The backend returned something that isn't a PNG, JPEG, WebP or GIF image."))
+        raise RenderFailed("The backend returned something that isn't a PNG, JPEG, WebP or GIF image.")
     return _EXTENSION.get(fmt, fmt)
 
 
@@ -588,11 +557,8 @@ def _downscale_to_fit(
         failed_steps = steps
         steps = min(max_steps, steps + _steps_needed(len(encoded.data), limit_bytes))
     raise RenderFailed(
-        _(
-            "Easel couldn't make this image small enough for Discord's {limit} upload "
-            "limit, even at a much lower resolution. Please try a smaller size.",
-            limit=_mebibytes(limit_bytes),
-        ),
+        f"Easel couldn't make this image small enough for Discord's {_mebibytes(limit_bytes)} upload "
+        "limit, even at a much lower resolution. Please try a smaller size.",
         retryable=False,
     )
 
@@ -611,34 +577,15 @@ def _note(
     size: tuple[int, int],
     limit_bytes: int,
 ) -> str:
-    # Whole sentences, so each language can order them its own way.
-    params = {
-        "format": _DISPLAY_NAME[fmt],
-        "quality": quality,
-        "width": size[0],
-        "height": size[1],
-        "limit": _mebibytes(limit_bytes),
-    }
-    smaller = size != original_size
+    name = _DISPLAY_NAME[fmt]
+    parts: list[str] = []
     if fmt != requested_fmt:
-        if smaller:
-            return _(
-                "Re-encoded as {format} (quality {quality}) and downscaled to {width}×{height} "
-                "to fit Discord's {limit} upload limit.",
-                **params,
-            )
-        return _(
-            "Re-encoded as {format} (quality {quality}) to fit Discord's {limit} upload limit.", **params
-        )
-    if quality != _QUALITIES[0]:
-        if smaller:
-            return _(
-                "Saved as {format} at quality {quality} and downscaled to {width}×{height} "
-                "to fit Discord's {limit} upload limit.",
-                **params,
-            )
-        return _("Saved as {format} at quality {quality} to fit Discord's {limit} upload limit.", **params)
-    return _("Downscaled to {width}×{height} to fit Discord's {limit} upload limit.", **params)
+        parts.append(f"Re-encoded as {name} (quality {quality})")
+    elif quality != _QUALITIES[0]:
+        parts.append(f"Saved as {name} at quality {quality}")
+    if size != original_size:
+        parts.append(f"downscaled to {size[0]}×{size[1]}" if parts else f"Downscaled to {size[0]}×{size[1]}")
+    return f"{' and '.join(parts)} to fit Discord's {_mebibytes(limit_bytes)} upload limit."
 
 
 def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
@@ -676,17 +623,9 @@ def upscale_lanczos(png: bytes, factor: int = 2, *, max_pixels: int = 4096 * 409
     if new_w * new_h > max_pixels:
         side = math.isqrt(max_pixels)
         raise InvalidInput(
-            _(
-                "Upscaling this {width}×{height} image {factor}× would make it {new_width}×{new_height}, "
-                "above Easel's limit of {max} (about {side}×{side}). Please upscale a smaller image.",
-                width=width,
-                height=height,
-                factor=factor,
-                new_width=new_w,
-                new_height=new_h,
-                max=_megapixels(max_pixels),
-                side=side,
-            )
+            f"Upscaling this {width}×{height} image {factor}× would make it {new_w}×{new_h}, above "
+            f"Easel's limit of {_megapixels(max_pixels)} (about {side}×{side}). "
+            "Please upscale a smaller image."
         )
     image = _normalise(_decode(png))
     enlarged = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
@@ -961,7 +900,7 @@ def _mebibytes(size: int) -> str:
 
 def _megapixels(pixels: int) -> str:
     if pixels >= 1_000_000_000:
-        return _("{count} gigapixels", count=format(pixels / 1e9, ".1f"))
+        return f"{pixels / 1e9:.1f} gigapixels"
     if pixels >= 1_000_000:
-        return _("{count} megapixels", count=format(pixels / 1e6, ".1f"))
-    return _("{count} pixels", count=format(pixels, ","))
+        return f"{pixels / 1e6:.1f} megapixels"
+    return f"{pixels:,} pixels"

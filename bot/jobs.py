@@ -119,8 +119,6 @@ class NewJob:
     source_image: bytes | None = None
     flagged: bool = False  # made from a flagged result: shown only where that one may be
     private: bool = False  # answered ephemerally: only the member sees its place in line and result
-    locale: str = ""  # the member's Discord locale ("" speaks English)
-    guild_locale: str = ""  # the server's Discord locale, for what many members see
 
 
 @dataclass(frozen=True)
@@ -153,8 +151,6 @@ class Job:
     deleted_at: datetime | None = None  # when 🗑️ Delete removed the result: never shown again
     flagged: bool = False  # the safety checker flagged it: shown only in age-restricted channels
     private: bool = False  # answered ephemerally; posted in the channel only once that answer is gone
-    locale: str = ""  # the member's Discord locale ("" speaks English)
-    guild_locale: str = ""  # the server's Discord locale, for what many members see
 
     @property
     def is_grid(self) -> bool:
@@ -199,5 +195,3 @@ class Requester:
     can_view: Callable[[int], bool] = _sees_nothing
     age_restricted: bool = False  # whether the channel asked in is age-restricted
     private: bool = False  # whether the interaction was acknowledged ephemerally (bot.visibility decides)
-    locale: str = ""  # the member's Discord locale ("" speaks English)
-    guild_locale: str = ""  # the server's Discord locale

@@ -19,14 +19,12 @@ from bot import images
 from bot.config import QueueSettings
 from bot.errors import LimitReached, NotAllowed, NotFound
 from bot.files import ImageFiles
-from bot.i18n import _, ngettext
 from bot.jobs import Job, JobStatus, NewJob
 from bot.metrics import NO_METRICS, JobMetrics
 from bot.quotas import Admission
 from bot.renderers.base import Capabilities, RenderResult
 from bot.scheduler import FairQueue, Ticket
 from bot.store import RowMissing, Store
-from bot.text import STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -227,18 +225,14 @@ class LocalLifecycle:
             except RowMissing as missing:
                 raise NotFound.row(missing.kind, missing.id) from None
             if job.user_id != user_id:
-                raise NotAllowed(_("Only the member who asked for this job can cancel it."))
+                raise NotAllowed("Only the member who asked for this job can cancel it.")
             if job.status is JobStatus.QUEUED:
                 job = await self._store.jobs.mark_cancelled(job_id)
             elif job.status is JobStatus.RUNNING:
                 job = await self._store.jobs.request_cancel(job_id)
             else:
                 raise NotAllowed(
-                    _(
-                        "Job #{id} has already finished ({status}); nothing to cancel.",
-                        id=job_id,
-                        status=_(STATUSES[job.status]),
-                    )
+                    f"Job #{job_id} has already finished ({job.status.value}); nothing to cancel."
                 )
         self._forget(job)
         self.poke(job.backend)
@@ -336,23 +330,13 @@ class LocalLifecycle:
         limits = self._limits
         if member >= limits.max_per_member:
             raise LimitReached(
-                ngettext(
-                    "You already have {count} job waiting or rendering (the limit is {limit}). "
-                    "Wait for one to finish, or cancel one with /queue.",
-                    "You already have {count} jobs waiting or rendering (the limit is {limit}). "
-                    "Wait for one to finish, or cancel one with /queue.",
-                    member,
-                    limit=limits.max_per_member,
-                )
+                f"You already have {member} job(s) waiting or rendering (the limit is "
+                f"{limits.max_per_member}). Wait for one to finish, or cancel one with /queue."
             )
         if guild >= limits.max_per_guild:
             raise LimitReached(
-                ngettext(
-                    "This server already has {count} job waiting (the limit is {limit}). Try again in a minute.",
-                    "This server already has {count} jobs waiting (the limit is {limit}). Try again in a minute.",
-                    guild,
-                    limit=limits.max_per_guild,
-                )
+                f"This server already has {guild} jobs waiting (the limit is {limits.max_per_guild}). "
+                "Try again in a minute."
             )
         if total >= limits.max_total:
-            raise LimitReached(_("Easel is at capacity right now. Try again in a few minutes."))
+            raise LimitReached("Easel is at capacity right now. Try again in a few minutes.")

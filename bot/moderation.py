@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from bot import admission, charts, guild_settings, quotas
 from bot.errors import ContentRefused, InvalidInput, NotAllowed
 from bot.guild_settings import GuildSettings, Kind
-from bot.i18n import _, speaking
+from bot.i18n import _
 from bot.jobs import JobKind, JobParams, Requester, utcnow
 from bot.policy import PATTERNS_MAX, TERMS_MAX, validate_pattern, validate_term
 from bot.quotas import Admission, Limits, PriceTable, Windows
@@ -124,9 +124,7 @@ class Moderation:
         """Return the guild's settings, or refuse a member who is not a moderator (checked on every call)."""
         settings = await self.settings(who.guild_id)
         if not self.is_moderator(who, settings):
-            raise NotAllowed(
-                _("Only moderators (Manage Server, or the server's moderator role) can do that.")
-            )
+            raise NotAllowed("Only moderators (Manage Server, or the server's moderator role) can do that.")
         return settings
 
     # -- changing settings -------------------------------------------------------------------------
@@ -143,7 +141,7 @@ class Moderation:
         """Put one setting back to its default."""
         await self.require_moderator(who)
         if key not in guild_settings.BY_KEY:
-            raise InvalidInput(_("There is no setting {key}; /settings show lists them.", key=repr(key)))
+            raise InvalidInput(f"There is no setting {key!r}; /settings show lists them.")
         default = guild_settings.BY_KEY[key].default
         return await self._write(who, key, lambda _current: default)
 
@@ -154,7 +152,7 @@ class Moderation:
         await self.require_moderator(who)
         for value in (daily, weekly):
             if value is not None and value < 0:
-                raise InvalidInput(_("Limits are 0 or more (leave one empty for unlimited)."))
+                raise InvalidInput("Limits are 0 or more (leave one empty for unlimited).")
 
         def update(rows: list[list[int | None]]) -> list[list[int | None]]:
             kept = [row for row in rows if row[0] != role_id]
@@ -173,9 +171,9 @@ class Moderation:
 
         def update(current: list[Any]) -> list[Any]:
             if item in current:
-                raise InvalidInput(_("That is already on the list."))
+                raise InvalidInput("That is already on the list.")
             if len(current) >= cap:
-                raise InvalidInput(_("That list holds at most {cap} entries; remove some first.", cap=cap))
+                raise InvalidInput(f"That list holds at most {cap} entries; remove some first.")
             return [*current, item]
 
         if key == "banned":
@@ -188,7 +186,7 @@ class Moderation:
 
         def update(current: list[Any]) -> list[Any]:
             if item not in current:
-                raise InvalidInput(_("That is not on the list."))
+                raise InvalidInput("That is not on the list.")
             return [entry for entry in current if entry != item]
 
         return await self._write(who, key, update)
@@ -202,22 +200,14 @@ class Moderation:
             access = self._channels(guild_id, channel_id)
             if access is None:
                 raise InvalidInput(
-                    _(
-                        "<#{channel}> is not a channel of this server that Easel can see; "
-                        "choose one of this server's channels for {key}.",
-                        channel=channel_id,
-                        key=key,
-                    )
+                    f"<#{channel_id}> is not a channel of this server that Easel can see; "
+                    f"choose one of this server's channels for {key}."
                 )
             # The one-channel setting is where Easel posts (the audit channel); rules need only the channel.
             if kind is Kind.CHANNEL and not access:
                 raise InvalidInput(
-                    _(
-                        "Easel cannot post in <#{channel}>: give it View Channel and Send Messages there, "
-                        "or choose another channel for {key}.",
-                        channel=channel_id,
-                        key=key,
-                    )
+                    f"Easel cannot post in <#{channel_id}>: give it View Channel and Send Messages there, "
+                    f"or choose another channel for {key}."
                 )
 
     async def _write(self, who: Requester, key: str, update: Callable[[Any], Any]) -> Change:
@@ -233,14 +223,7 @@ class Moderation:
         self._cache.pop(who.guild_id, None)
         change = Change(key, guild_settings.show(key, before), guild_settings.show(key, after))
         log.info("guild %d: member %d set %s", who.guild_id, who.user_id, key)
-        with speaking(who.guild_locale):  # the moderators' shared log
-            line = _(
-                "⚙️ <@{user}> set **{key}**: {before} → {after}",
-                user=who.user_id,
-                key=key,
-                before=change.before,
-                after=change.after,
-            )
+        line = f"⚙️ <@{who.user_id}> set **{key}**: {change.before} → {change.after}"
         await self.audit(who.guild_id, line)
         if key == "audit_channel" and before is not None and before != after and self._audit is not None:
             # Moving or turning off the audit channel is itself on record, where it was.
@@ -272,7 +255,7 @@ class Moderation:
             if who.user_id in settings.banned and not await self._store.charges.first_ban_notice(
                 who.guild_id, who.user_id
             ):
-                raise NotAllowed(_("Image generation is off for you in this server."))
+                raise NotAllowed("Image generation is off for you in this server.")
             raise NotAllowed(refusal)
         return settings
 
@@ -284,16 +267,12 @@ class Moderation:
         """
         allowed = [b for b in able if _allows(settings, b)]
         if not allowed:
-            raise NotAllowed(_("No image backend is turned on in this server; ask a moderator."))
+            raise NotAllowed("No image backend is turned on in this server; ask a moderator.")
         if requested is None:
             return settings.default_backend if settings.default_backend in allowed else allowed[0]
         if requested in able and requested not in allowed:
             raise NotAllowed(
-                _(
-                    "The {backend} backend is turned off in this server; use {backends}.",
-                    backend=requested,
-                    backends=", ".join(allowed),
-                )
+                f"The {requested} backend is turned off in this server; use {', '.join(allowed)}."
             )
         return requested
 
@@ -301,7 +280,7 @@ class Moderation:
         """Screen a request's words and price it; the queue checks the quota when it writes the job."""
         settings = await self.screen(who)
         if backend in self._backends and not _allows(settings, backend):
-            raise NotAllowed(_("The {backend} backend is turned off in this server.", backend=backend))
+            raise NotAllowed(f"The {backend} backend is turned off in this server.")
         verdict = settings.rules.check(params.prompt + " " + params.extra_prompt, params.negative)
         if verdict is not None:
             log.info(
@@ -317,9 +296,8 @@ class Moderation:
             text = " ".join(t for t in (params.prompt, params.extra_prompt, params.negative) if t)
             if text and await self._moderate(text):
                 raise ContentRefused(
-                    _(
-                        "OpenAI's moderation check flagged this prompt, so Easel did not queue it. Nothing was charged; please rephrase it."
-                    )
+                    "OpenAI's moderation check flagged this prompt, so Easel did not queue it. "
+                    "Nothing was charged; please rephrase it."
                 )
         now = self._clock()
         count = 1 if kind is JobKind.UPSCALE else params.count
@@ -426,7 +404,7 @@ def _allows(settings: GuildSettings, backend: str) -> bool:
 def _access_refusal(settings: GuildSettings, who: Requester) -> str | None:
     """Why this member may not generate in this channel at all (ban, channel rules), or None."""
     if who.user_id in settings.banned:
-        return _(
+        return (
             "A moderator has turned off image generation for you in this server. "
             "Ask the moderators if you think this is a mistake."
         )
@@ -434,7 +412,7 @@ def _access_refusal(settings: GuildSettings, who: Requester) -> str | None:
     here = {who.channel_id} | ({who.parent_channel_id} if who.parent_channel_id else set())
     if settings.allowed_channels and not here & set(settings.allowed_channels):
         where = ", ".join(f"<#{c}>" for c in settings.allowed_channels[:10])
-        return _("Image generation is not allowed in this channel. Try {where}.", where=where)
+        return f"Image generation is not allowed in this channel. Try {where}."
     if here & set(settings.denied_channels):
-        return _("Image generation is not allowed in this channel; try another one.")
+        return "Image generation is not allowed in this channel; try another one."
     return None

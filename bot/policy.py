@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import regex
 
 from bot.errors import InvalidInput
-from bot.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +136,17 @@ class _Term:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_term(term: str) -> _Term | str:
-    """Return the parsed term, or the end of a sentence saying what to change (untranslated: cached)."""
+    """Return the parsed term, or the end of a sentence saying what to change."""
     if len(term) > TERM_MAX:
-        return N_("is {length} characters long; shorten it to {max} or fewer.")
+        return f"is {len(term)} characters long; shorten it to {TERM_MAX} or fewer."
     folded = normalize(term)
     core = folded.strip("*").strip()
     if not core:
-        return N_("is empty: give a word or phrase to block.")
+        return "is empty: give a word or phrase to block."
     if "*" in core:
-        return N_("has a * in the middle: put * only at the start or end (e.g. *word*).")
+        return "has a * in the middle: put * only at the start or end (e.g. *word*)."
     if not _TERM_SHAPE.fullmatch(core):
-        return N_(
+        return (
             "may contain only letters, digits, spaces, hyphens, apostrophes and full stops "
             "(with * at either end); use a pattern to block symbols."
         )
@@ -209,13 +208,7 @@ def _term_regex(term: _Term) -> re.Pattern[str]:
 def validate_term(term: str) -> str | None:
     """Return why ``term`` cannot be a blocked term (a message naming what to change), or None."""
     parsed = _parse_term(term)
-    return (
-        _("This blocked term {problem}", problem=_problem(term, parsed)) if isinstance(parsed, str) else None
-    )
-
-
-def _problem(term: str, problem: str) -> str:
-    return _(problem, length=len(term), max=TERM_MAX)
+    return f"This blocked term {parsed}" if isinstance(parsed, str) else None
 
 
 # Recursion ((?R), (?0), (?1), (?-1), (?&name), (?P>name)) nests a new match at every level: "(?R)"
@@ -240,18 +233,14 @@ def _expansion(pattern: str) -> int:
 def _unsafe(pattern: str) -> str | None:
     """Return why ``pattern`` must not even be compiled (a message naming what to change), or None."""
     if len(pattern) > PATTERN_MAX:
-        return _(
-            "This pattern is {length} characters long; shorten it to {max} or fewer.",
-            length=len(pattern),
-            max=PATTERN_MAX,
-        )
+        return f"This pattern is {len(pattern)} characters long; shorten it to {PATTERN_MAX} or fewer."
     if _RECURSION.search(pattern):
-        return _(
+        return (
             "This pattern uses recursion ((?R), (?1), (?&name) or (?P>name)), which Easel does not run; "
             "write it without recursion."
         )
     if _expansion(pattern) > EXPANSION_MAX:
-        return _(
+        return (
             "This pattern repeats too much for Easel to run: its counted repeats ({n}, {m,n}) multiply "
             "into too many copies; use smaller counts, or + and * instead."
         )
@@ -271,11 +260,11 @@ def validate_pattern(pattern: str) -> str | None:
         matches_empty = _compile_pattern(pattern).search("", timeout=PATTERN_TIMEOUT) is not None
     except regex.error as exc:
         # str() names the problem and where: "missing ) at position 2".
-        return _("This pattern is not a valid regular expression ({error}); fix it or remove it.", error=exc)
+        return f"This pattern is not a valid regular expression ({exc}); fix it or remove it."
     except (TimeoutError, MemoryError, RecursionError):
-        return _("This pattern is too slow or too complex to check prompts with; simplify it.")
+        return "This pattern is too slow or too complex to check prompts with; simplify it."
     if matches_empty:
-        return _(
+        return (
             "This pattern matches an empty prompt, so it would block everything; make it require some text."
         )
     return None
@@ -306,20 +295,12 @@ class Verdict:
     @property
     def message(self) -> str:
         """Return the member-facing refusal, which never repeats the matched text."""
-        negative = self.source == "negative prompt"
         if self.timed_out:
-            if negative:
-                return _(
-                    "Easel could not check your negative prompt against this server's rules in time. "
-                    "Please rephrase it, or make it shorter."
-                )
-            return _(
-                "Easel could not check your prompt against this server's rules in time. "
+            return (
+                f"Easel could not check your {self.source} against this server's rules in time. "
                 "Please rephrase it, or make it shorter."
             )
-        if negative:
-            return _("Your negative prompt contains a term this server has blocked. Please rephrase it.")
-        return _("Your prompt contains a term this server has blocked. Please rephrase it.")
+        return f"Your {self.source} contains a term this server has blocked. Please rephrase it."
 
 
 @dataclass(frozen=True)
@@ -345,16 +326,14 @@ class ContentRules:
 
     def __post_init__(self) -> None:
         if len(self.terms) > TERMS_MAX:
-            raise InvalidInput(_("A server can block at most {max} terms; remove some.", max=TERMS_MAX))
+            raise InvalidInput(f"A server can block at most {TERMS_MAX} terms; remove some.")
         if len(self.patterns) > PATTERNS_MAX:
-            raise InvalidInput(_("A server can block at most {max} patterns; remove some.", max=PATTERNS_MAX))
+            raise InvalidInput(f"A server can block at most {PATTERNS_MAX} patterns; remove some.")
         parsed = []
         for i, term in enumerate(self.terms, 1):
             result = _parse_term(term)
             if isinstance(result, str):
-                raise InvalidInput(
-                    _("Blocked term {index} {problem}", index=i, problem=_problem(term, result))
-                )
+                raise InvalidInput(f"Blocked term {i} {result}")
             parsed.append(result)
         compiled: list[regex.Pattern[str] | None] = []
         for i, pattern in enumerate(self.patterns, 1):
@@ -366,7 +345,7 @@ class ContentRules:
                 log.warning("stored blocked pattern %d refuses every prompt until removed: %s", i, problem)
                 compiled.append(None)
             else:
-                raise InvalidInput(_("Blocked pattern {index}: {problem}", index=i, problem=problem))
+                raise InvalidInput(f"Blocked pattern {i}: {problem}")
         # Frozen, so set once here; compiling 500 terms takes about 90 ms, hence the memo too.
         object.__setattr__(self, "_parsed", tuple(parsed))
         object.__setattr__(self, "_terms", _terms_regex(self._parsed))

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidInput, NotFound
-from bot.i18n import _
 from bot.jobs import Job
 
 if TYPE_CHECKING:  # bot.store imports the Preferences value from here
@@ -69,7 +68,7 @@ class MemberPreferences:
     ) -> Preferences:
         """Set the given preferences, leaving the others (those passed as None) as they were."""
         if count is not None and not 1 <= count <= 4:
-            raise InvalidInput(_("count must be between 1 and 4."))
+            raise InvalidInput("count must be between 1 and 4.")
         async with self._store.transaction():
             prefs = await self.get(guild_id, user_id)
             prefs = Preferences(
@@ -91,20 +90,14 @@ class MemberPreferences:
         """Return the first page of the member's jobs here whose prompt contains ``search``."""
         search = " ".join(search.split())
         if len(search) > SEARCH_MAX:
-            raise InvalidInput(
-                _(
-                    "The search is {length} characters long; shorten it to {max}.",
-                    length=len(search),
-                    max=SEARCH_MAX,
-                )
-            )
+            raise InvalidInput(f"The search is {len(search)} characters long; shorten it to {SEARCH_MAX}.")
         return await self._page(guild_id, user_id, search, 0)
 
     async def history_page(self, guild_id: int, user_id: int, page_id: int) -> HistoryPage:
         """Return the page a Previous/Next button leads to; only its member may turn it."""
         row = await self._store.preferences.history_page(page_id)
         if row is None or row[:2] != (guild_id, user_id):
-            raise NotFound(_("That history page is not yours. Run /history to see your own."))
+            raise NotFound("That history page is not yours. Run /history to see your own.")
         return await self._page(guild_id, user_id, row[2], row[3])
 
     async def _page(self, guild_id: int, user_id: int, search: str, page: int) -> HistoryPage:

@@ -32,7 +32,6 @@ from types import MappingProxyType
 from typing import Final
 
 from bot.errors import LimitReached
-from bot.i18n import _, ngettext
 from bot.jobs import JobKind
 
 __all__ = [
@@ -143,27 +142,19 @@ class QuotaPolicy:
 
 def validate_timezone(name: str) -> str | None:
     """Return why ``name`` is not a usable IANA time zone, or None if it is."""
-    hint = _(
-        'Use an IANA time zone name such as "{example}", "America/New_York" or "UTC".',
-        example=_TIMEZONE_EXAMPLE,
-    )
+    hint = f'Use an IANA time zone name such as "{_TIMEZONE_EXAMPLE}", "America/New_York" or "UTC".'
     if not name.strip():
-        return _("The time zone is empty. {hint}", hint=hint)
+        return f"The time zone is empty. {hint}"
     if name in _UNSUITABLE_ZONES:
-        return _('"{name}" is not a real place\'s time zone. {hint}', name=name, hint=hint)
+        return f'"{name}" is not a real place\'s time zone. {hint}'
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         # ValueError: absolute or "../" paths; OSError: a directory such as "Europe" on some systems.
         suggestion = _suggest_timezone(name)
         if suggestion is not None:
-            return _(
-                '"{name}" is not a time zone; did you mean "{suggestion}"? {hint}',
-                name=name,
-                suggestion=suggestion,
-                hint=hint,
-            )
-        return _('"{name}" is not a time zone Easel knows. {hint}', name=name, hint=hint)
+            return f'"{name}" is not a time zone; did you mean "{suggestion}"? {hint}'
+        return f'"{name}" is not a time zone Easel knows. {hint}'
     return None
 
 
@@ -361,13 +352,13 @@ def check(
                 week_left,
                 limits.weekly,
                 windows.week.end,
-                _("this week"),
-                _("weekly"),
+                "this week",
+                "weekly",
             )
         day_left = _left(limits.daily, usage.day)
         if limits.daily is not None and day_left is not None and cost > day_left:
             return _quota_refusal(
-                RefusalReason.QUOTA_DAY, cost, day_left, limits.daily, windows.day.end, _("today"), _("daily")
+                RefusalReason.QUOTA_DAY, cost, day_left, limits.daily, windows.day.end, "today", "daily"
             )
     if last_request_at is not None and cooldown_s > 0:
         # A last request stamped in the future (clock skew between hosts) cannot lock a member
@@ -377,12 +368,8 @@ def check(
             wait_s = math.ceil((retry_at - now).total_seconds())
             return Refusal(
                 RefusalReason.COOLDOWN,
-                _(
-                    "Easel allows one request every {every} here. Please wait {wait} and try again {when}.",
-                    every=_duration(cooldown_s),
-                    wait=_duration(wait_s),
-                    when=relative_time(retry_at),
-                ),
+                f"Easel allows one request every {_duration(cooldown_s)} here. Please wait "
+                f"{_duration(wait_s)} and try again {relative_time(retry_at)}.",
                 retry_at,
             )
     return None
@@ -391,40 +378,30 @@ def check(
 def _quota_refusal(
     reason: RefusalReason, cost: int, left: int, limit: int, resets: datetime, period: str, adjective: str
 ) -> Refusal:
-    have = _("none") if left == 0 else str(left)
-    message = _(
-        "This needs {cost} but you have {left} left {period}; it resets {when}.",
-        cost=_images(cost),
-        left=have,
-        period=period,
-        when=relative_time(resets),
+    have = "none" if left == 0 else str(left)
+    message = (
+        f"This needs {_images(cost)} but you have {have} left {period}; it resets {relative_time(resets)}."
     )
     if cost > limit:
-        message += " " + _(
-            "Your {adjective} limit is {limit}, so ask for less at a time.",
-            adjective=adjective,
-            limit=_images(limit),
-        )
+        message += f" Your {adjective} limit is {_images(limit)}, so ask for less at a time."
     elif left > 0:
-        message += " " + _("You can make a smaller request now, or wait until then.")
+        message += " You can make a smaller request now, or wait until then."
     return Refusal(reason, message, resets)
 
 
 def _images(count: int) -> str:
-    return ngettext("{count} image", "{count} images", count)
+    return "1 image" if count == 1 else f"{count} images"
 
 
 def _duration(seconds: int) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = []
-    if hours:
-        parts.append(ngettext("{count} hour", "{count} hours", hours))
-    if minutes:
-        parts.append(ngettext("{count} minute", "{count} minutes", minutes))
-    if secs or not parts:
-        parts.append(ngettext("{count} second", "{count} seconds", secs))
-    return " ".join(parts)
+    parts = [
+        f"{value} {unit}{'' if value == 1 else 's'}"
+        for value, unit in ((hours, "hour"), (minutes, "minute"), (secs, "second"))
+        if value
+    ]
+    return " ".join(parts) if parts else "0 seconds"
 
 
 # --------------------------------------------------------------------------- guild budget
@@ -465,49 +442,35 @@ def check_budget(
     """
     if cost_images < 0 or cost_usd < 0:
         raise ValueError(f"costs must be 0 or more, got {cost_images} images and ${cost_usd}")
-    on = _("with {backend}", backend=backend) if backend else _("on this backend")
+    on = f"with {backend}" if backend else "on this backend"
     resets = windows.month.end
     limit = budget.images_per_month
     if limit is not None and cost_images > 0 and month_images + cost_images > limit:
         left = max(0, limit - month_images)
         if left == 0:
-            message = _(
-                "Generation {on} is paused for this server: it has used all {limit} of its "
-                "monthly budget. It resumes {when}; ask a moderator if you need it sooner.",
-                on=on,
-                limit=_images(limit),
-                when=relative_time(resets),
+            message = (
+                f"Generation {on} is paused for this server: it has used all {_images(limit)} of its "
+                f"monthly budget. It resumes {relative_time(resets)}; ask a moderator if you need it sooner."
             )
         else:
-            message = _(
-                "This needs {cost} but this server has only {left} left in its monthly "
-                "budget {on}. Make a smaller request, or ask a moderator; the budget resets {when}.",
-                cost=_images(cost_images),
-                left=left,
-                on=on,
-                when=relative_time(resets),
+            message = (
+                f"This needs {_images(cost_images)} but this server has only {left} left in its monthly "
+                f"budget {on}. Make a smaller request, or ask a moderator; the budget resets {relative_time(resets)}."
             )
         return Refusal(RefusalReason.BUDGET_IMAGES, message, resets)
     cap = budget.spend_per_month_usd
     if cap is not None and cost_usd > 0 and month_spend + cost_usd > cap + _SPEND_TOLERANCE:
         left_usd = max(0.0, cap - month_spend)
         if left_usd < _SPEND_TOLERANCE:
-            message = _(
-                "Generation {on} is paused for this server: it has reached its estimated monthly spend "
-                "of {cap}. It resumes {when}; ask a moderator if you need it sooner.",
-                on=on,
-                cap=_usd(cap),
-                when=relative_time(resets),
+            message = (
+                f"Generation {on} is paused for this server: it has reached its estimated monthly spend "
+                f"of {_usd(cap)}. It resumes {relative_time(resets)}; ask a moderator if you need it sooner."
             )
         else:
-            message = _(
-                "This is estimated at {cost} but this server has only {left} left of "
-                "its monthly budget {on}. Make a smaller or lower-quality request, or ask a moderator; "
-                "the budget resets {when}.",
-                cost=_usd(cost_usd),
-                left=_usd(left_usd),
-                on=on,
-                when=relative_time(resets),
+            message = (
+                f"This is estimated at {_usd(cost_usd)} but this server has only {_usd(left_usd)} left of "
+                f"its monthly budget {on}. Make a smaller or lower-quality request, or ask a moderator; "
+                f"the budget resets {relative_time(resets)}."
             )
         return Refusal(RefusalReason.BUDGET_SPEND, message, resets)
     return None

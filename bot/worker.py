@@ -14,7 +14,6 @@ from dataclasses import replace
 from bot.delivery import Delivery
 from bot.errors import RenderFailed
 from bot.files import ImageFiles
-from bot.i18n import N_, _, speaking
 from bot.jobs import Job, JobStatus
 from bot.lifecycle import JobLifecycle
 from bot.metrics import NO_METRICS, JobMetrics
@@ -40,14 +39,11 @@ log = logging.getLogger(__name__)
 POSITION_EDITS_PER_TICK = 25
 POSITION_FRONT = 50
 POSITION_CHECKS_PER_TICK = 200
-# Job errors are stored in English and translated where the member reads them (bot.delivery).
-FLAGGED = N_(
+FLAGGED = (
     "The safety checker flagged this image, so Easel only posts it in age-restricted channels. "
     "Try a different prompt, or ask in an age-restricted channel."
 )
-FLAGGED_NEVER = N_(
-    "The safety checker flagged this image, and this server does not allow such images. Try a different prompt."
-)
+FLAGGED_NEVER = "The safety checker flagged this image, and this server does not allow such images. Try a different prompt."
 # A result that still cannot be posted after this many sweeps (a missing file, a channel
 # that keeps failing) is ended with a message instead of being retried forever.
 DELIVERY_ATTEMPTS = 5
@@ -109,11 +105,7 @@ class Worker:
             for job_id in self._lifecycle.front(backend, self._lifecycle.waiting(backend)):
                 pending.append(
                     await self._lifecycle.fail(
-                        job_id,
-                        _(
-                            "The `{backend}` backend is not available any more. Please ask again.",
-                            backend=backend,
-                        ),
+                        job_id, f"The `{backend}` backend is not available any more. Please ask again."
                     )
                 )
         for backend in self._lifecycle.backends():
@@ -258,7 +250,7 @@ class Worker:
             error_id = uuid.uuid4().hex[:8]
             log.exception("jobs %s: unexpected error %s", [job.id for job in jobs], error_id)
             for job in jobs:
-                await self._end(job, _failed(job, error_id))
+                await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
             return
         finally:
             running.cancel()
@@ -282,7 +274,7 @@ class Worker:
         except Exception:
             error_id = uuid.uuid4().hex[:8]
             log.exception("job %d: could not store the result (error %s)", job.id, error_id)
-            await self._end(job, _failed(job, error_id))
+            await self._end(job, f"Something went wrong on Easel's side (error {error_id}).")
             return
         self._hand_over(job)
 
@@ -334,7 +326,7 @@ class Worker:
                 return
             log.exception("job %d: delivery failed %d times; giving up", job.id, failures)
             del self._delivery_failures[job.id]
-            await self._end(job, N_("Easel rendered your images but could not post them. Please try again."))
+            await self._end(job, "Easel rendered your images but could not post them. Please try again.")
 
     async def _request_for(self, job: Job) -> RenderRequest:
         operation = job.kind.operation
@@ -408,9 +400,3 @@ class Worker:
         for job in await self._lifecycle.undelivered():
             if job.id not in self._rendering and job.id not in self._delivering:
                 self._hand_over(job)
-
-
-def _failed(job: Job, error_id: str) -> str:
-    """The error of a job that failed unexpectedly, in its member's language (it carries the error id)."""
-    with speaking(job.locale):
-        return _("Something went wrong on Easel's side (error {error_id}).", error_id=error_id)

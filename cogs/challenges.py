@@ -7,19 +7,17 @@ permissions per top-level command), so the service checks the moderator on every
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import EaselBot, EaselButton, publicly, reply, requester
+from bot.app import EaselBot, EaselButton, reply, requester
 from bot.buttons import Action, template, withdraw_view
 from bot.challenges import (
     ENTRIES_PER_MEMBER_MAX,
     THEME_MAX,
     VOTES_PER_MEMBER_MAX,
-    Standing,
     VoteAction,
     parse_message_link,
 )
@@ -27,7 +25,6 @@ from bot.contests import ChallengeService
 from bot.delivery import NO_MENTIONS
 from bot.errors import NotFound
 from bot.generation import Generation
-from bot.i18n import _, ngettext
 
 DURATION_HELP = "How long, e.g. 90m, 2h, 3d or 1w"
 LEADERBOARD_ROWS = 15
@@ -79,11 +76,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
         )
         await reply(
             interaction,
-            _(
-                "🏆 Challenge #{id} started in <#{channel_id}>; its announcement follows.",
-                id=challenge.id,
-                channel_id=challenge.channel_id,
-            ),
+            f"🏆 Challenge #{challenge.id} started in <#{challenge.channel_id}>; its announcement follows.",
         )
 
     @app_commands.command(
@@ -112,7 +105,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
         self, interaction: discord.Interaction[EaselBot], entry: app_commands.Range[int, 1]
     ) -> None:
         await self.contests.withdraw(requester(interaction), entry)
-        await reply(interaction, _("↩️ Entry #{entry} was withdrawn.", entry=entry))
+        await reply(interaction, f"↩️ Entry #{entry} was withdrawn.")
 
     @app_commands.command(name="status", description="A challenge's phase, deadlines and counts.")
     @app_commands.guild_only()
@@ -130,15 +123,8 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
     ) -> None:
         extended = await self.contests.extend(requester(interaction), challenge, duration)
         deadline = extended.deadline
-        if deadline:
-            text = _(
-                "⏳ Challenge #{id} extended. It now ends {when}.",
-                id=challenge,
-                when=discord.utils.format_dt(deadline, "R"),
-            )
-        else:
-            text = _("⏳ Challenge #{id} extended.", id=challenge)
-        await reply(interaction, text)
+        when = f" It now ends <t:{int(deadline.timestamp())}:R>." if deadline else ""
+        await reply(interaction, f"⏳ Challenge #{challenge} extended.{when}")
 
     @app_commands.command(name="cancel", description="End a challenge without results (moderators).")
     @app_commands.guild_only()
@@ -147,10 +133,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
         self, interaction: discord.Interaction[EaselBot], challenge: app_commands.Range[int, 1]
     ) -> None:
         await self.contests.cancel(requester(interaction), challenge)
-        await reply(
-            interaction,
-            _("✖️ Challenge #{challenge} was cancelled. No points were awarded.", challenge=challenge),
-        )
+        await reply(interaction, f"✖️ Challenge #{challenge} was cancelled. No points were awarded.")
 
     @app_commands.command(name="disqualify", description="Remove an entry from its challenge (moderators).")
     @app_commands.guild_only()
@@ -159,9 +142,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
         self, interaction: discord.Interaction[EaselBot], entry: app_commands.Range[int, 1]
     ) -> None:
         await self.contests.disqualify(requester(interaction), entry)
-        await reply(
-            interaction, _("🚫 Entry #{entry} was disqualified; its votes no longer count.", entry=entry)
-        )
+        await reply(interaction, f"🚫 Entry #{entry} was disqualified; its votes no longer count.")
 
     @app_commands.command(
         name="new-season", description="Start a new season: the leaderboard begins at zero (moderators)."
@@ -169,10 +150,7 @@ class Challenges(commands.GroupCog, group_name="challenge", group_description="P
     @app_commands.guild_only()
     async def new_season(self, interaction: discord.Interaction[EaselBot]) -> None:
         number = await self.contests.new_season(requester(interaction))
-        await reply(
-            interaction,
-            _("🌱 Season {number} has begun. The leaderboard starts again from zero.", number=number),
-        )
+        await reply(interaction, f"🌱 Season {number} has begun. The leaderboard starts again from zero.")
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*BUTTONS)
@@ -194,41 +172,25 @@ class Leaderboard(commands.Cog):
     @app_commands.guild_only()
     async def leaderboard(self, interaction: discord.Interaction[EaselBot]) -> None:
         season, standings = await self.contests.leaderboard(requester(interaction))
-        # The standings are posted for everyone: the server's language.
-        with publicly(interaction):
-            await interaction.response.send_message(
-                embed=_standings(season, standings), allowed_mentions=NO_MENTIONS
-            )
-
-
-def _standings(season: int, standings: Sequence[Standing]) -> discord.Embed:
-    lines = [
-        _(
-            "{place}. <@{user}> — **{points}** points ({wins}, {entries})",
-            place=s.place,
-            user=s.user_id,
-            points=s.points,
-            wins=ngettext("{count} win", "{count} wins", s.wins),
-            entries=ngettext("{count} challenge", "{count} challenges", s.entries),
+        lines = [
+            f"{s.place}. <@{s.user_id}> — **{s.points}** points "
+            f"({_count(s.wins, 'win')}, {_count(s.entries, 'challenge')})"
+            for s in standings[:LEADERBOARD_ROWS]
+        ]
+        embed = discord.Embed(
+            title=f"🏆 Season {season} leaderboard",
+            description="\n".join(lines) or "No challenge has finished this season yet.",
+            colour=discord.Colour.gold(),
         )
-        for s in standings[:LEADERBOARD_ROWS]
-    ]
-    embed = discord.Embed(
-        title=_("🏆 Season {season} leaderboard", season=season),
-        description="\n".join(lines) or _("No challenge has finished this season yet."),
-        colour=discord.Colour.gold(),
-    )
-    embed.set_footer(
-        text=_("Points: 10 / 6 / 3 for the top three (with at least one vote), 1 for taking part")
-    )
-    return embed
+        embed.set_footer(
+            text="Points: 10 / 6 / 3 for the top three (with at least one vote), 1 for taking part"
+        )
+        await interaction.response.send_message(embed=embed, allowed_mentions=NO_MENTIONS)
 
 
 async def entered(interaction: discord.Interaction[EaselBot], entry_id: int) -> None:
     """Confirm an entry privately, with its Withdraw button."""
-    text = _(
-        "🏆 Entered as entry #{entry_id}. You can withdraw it until submissions close.", entry_id=entry_id
-    )
+    text = f"🏆 Entered as entry #{entry_id}. You can withdraw it until submissions close."
     await interaction.response.send_message(
         text, view=withdraw_view(entry_id), ephemeral=True, allowed_mentions=NO_MENTIONS
     )
@@ -253,11 +215,8 @@ class VoteButton(EaselButton, template=template(Action.VOTE)):
     async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
         """Toggle the vote and say which way it went."""
         action = await interaction.client.services.contests.vote(requester(interaction), self.target.target)
-        if action is VoteAction.ADD:
-            text = _("⭐ Your vote is counted. You can change it until voting closes.")
-        else:
-            text = _("Your vote was taken back. You can change it until voting closes.")
-        await reply(interaction, text)
+        text = "⭐ Your vote is counted." if action is VoteAction.ADD else "Your vote was taken back."
+        await reply(interaction, f"{text} You can change it until voting closes.")
 
 
 class WithdrawButton(EaselButton, template=template(Action.WITHDRAW)):
@@ -266,10 +225,14 @@ class WithdrawButton(EaselButton, template=template(Action.WITHDRAW)):
     async def run(self, interaction: discord.Interaction[EaselBot]) -> None:
         """Withdraw the member's own entry."""
         await interaction.client.services.contests.withdraw(requester(interaction), self.target.target)
-        await reply(interaction, _("↩️ Entry #{entry} was withdrawn.", entry=self.target.target))
+        await reply(interaction, f"↩️ Entry #{self.target.target} was withdrawn.")
 
 
 BUTTONS = (SubmitButton, VoteButton, WithdrawButton)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 async def setup(bot: EaselBot) -> None:

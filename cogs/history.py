@@ -9,42 +9,26 @@ from discord.ext import commands
 from bot.app import EaselBot, EaselButton, requester
 from bot.buttons import Action, ButtonRef, button, template
 from bot.delivery import NO_MENTIONS
-from bot.i18n import _
 from bot.preferences import SEARCH_MAX, HistoryPage
-from bot.text import STATUSES, escape, short_prompt
+from bot.text import escape, short_prompt
 from cogs.imagine import PRIVATE_NOTES
 
 
 def page_message(page: HistoryPage) -> tuple[str, discord.ui.View]:
     """The page's text and its buttons: Show per job (rows 0–1), then Previous/Next (row 2)."""
-    search = escape(page.search)
+    found = f" matching “{escape(page.search)}”" if page.search else ""
     if not page.jobs:
-        if page.search:
-            empty = _(
-                "You have no jobs matching “{search}” in this server yet. Start one with /imagine.",
-                search=search,
-            )
-        else:
-            empty = _("You have no jobs in this server yet. Start one with /imagine.")
-        return empty, discord.ui.View(timeout=None)
-    number, pages = page.page + 1, page.pages
-    if page.search:
-        title = _(
-            "**Your jobs matching “{search}”** — page {page} of {pages}",
-            search=search,
-            page=number,
-            pages=pages,
+        return f"You have no jobs{found} in this server yet. Start one with /imagine.", discord.ui.View(
+            timeout=None
         )
-    else:
-        title = _("**Your jobs** — page {page} of {pages}", page=number, pages=pages)
-    lines = [title]
+    lines = [f"**Your jobs{found}** — page {page.page + 1} of {page.pages}"]
     view = discord.ui.View(timeout=None)
     for n, job in enumerate(page.jobs):
         when = discord.utils.format_dt(job.created_at, "f")
-        lines.append(f"`#{job.id}` {when} · {_(STATUSES[job.status])} · {short_prompt(job)}")
+        lines.append(f"`#{job.id}` {when} · {job.status.value} · {short_prompt(job)}")
         # Discord allows 5 buttons a row: ten Show buttons take rows 0 and 1.
         view.add_item(button(ButtonRef(Action.RECALL, job.id), label=f"#{job.id}", emoji="🖼️", row=n // 5))
-    for ref, label in ((page.previous, _("Previous")), (page.next, _("Next"))):
+    for ref, label in ((page.previous, "Previous"), (page.next, "Next")):
         if ref is not None:
             view.add_item(button(ButtonRef(Action.HISTORY, ref), label=label, row=2))
     return "\n".join(lines), view
@@ -73,7 +57,7 @@ class RecallButton(EaselButton, template=template(Action.RECALL)):
         await interaction.response.defer(thinking=True, ephemeral=True)
         result = await services.delivery.result_message(shown.job)
         await interaction.edit_original_response(
-            content=_(PRIVATE_NOTES[shown.hidden]) if shown.hidden else None,
+            content=PRIVATE_NOTES[shown.hidden] if shown.hidden else None,
             embed=result.embed,
             attachments=[result.file()],
             allowed_mentions=NO_MENTIONS,

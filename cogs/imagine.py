@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import discord
@@ -11,11 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import images
-from bot.app import EaselBot, acknowledge, publicly, requester
+from bot.app import EaselBot, acknowledge, requester
 from bot.delivery import NO_MENTIONS
 from bot.errors import InvalidInput
 from bot.generation import ASPECTS, NEGATIVE_MAX, PROMPT_MAX, SEED_MAX, Hidden
-from bot.i18n import N_, _
 from bot.prompt_params import parse_prompt
 
 ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
@@ -32,9 +30,9 @@ QUALITY_CHOICES = [app_commands.Choice(name=q, value=q) for q in ("auto", "low",
 UPLOAD_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 # Why a member's own result is shown to them alone (a private /show says so above the image).
 PRIVATE_NOTES = {
-    Hidden.UNSEEN: N_("Only you can see this: it was made in a channel you cannot see now."),
-    Hidden.DELETED: N_("Only you can see this: the result was deleted, so it cannot be posted again."),
-    Hidden.FLAGGED: N_(
+    Hidden.UNSEEN: "Only you can see this: it was made in a channel you cannot see now.",
+    Hidden.DELETED: "Only you can see this: the result was deleted, so it cannot be posted again.",
+    Hidden.FLAGGED: (
         "Only you can see this: the safety checker flagged it, so it can only be posted in "
         "age-restricted channels."
     ),
@@ -96,22 +94,14 @@ class _Generate(commands.Cog):
         # file itself is checked by its content once the request passed every other check.
         if image.size > limits.max_upload_bytes:
             raise InvalidInput(
-                _(
-                    "That file is {size} MB; upload an image of at most {max} MB.",
-                    size=format(image.size / 1048576, ".1f"),
-                    max=format(limits.max_upload_mb, "g"),
-                )
+                f"That file is {image.size / 1048576:.1f} MB; upload an image of at most {limits.max_upload_mb:g} MB."
             )
         if (image.content_type or "").split(";")[0].strip().lower() not in UPLOAD_TYPES:
-            raise InvalidInput(_("That file is not an image. Upload a PNG, JPEG, WebP or GIF image."))
+            raise InvalidInput("That file is not an image. Upload a PNG, JPEG, WebP or GIF image.")
         if image.width and image.height and image.width * image.height > limits.max_input_pixels:
             raise InvalidInput(
-                _(
-                    "That image is {width}×{height} pixels; upload one of at most {max} pixels.",
-                    width=image.width,
-                    height=image.height,
-                    max=format(limits.max_input_pixels, ","),
-                )
+                f"That image is {image.width}×{image.height} pixels; upload one of at most "
+                f"{limits.max_input_pixels:,} pixels."
             )
         who = await acknowledge(interaction)
 
@@ -145,11 +135,9 @@ class _Generate(commands.Cog):
     ) -> None:
         shown = await self.services.generation.show(requester(interaction), job, private=private)
         await interaction.response.defer(thinking=True, ephemeral=shown.private)
-        # A result posted again is for everyone: the server's language; a private one the member's.
-        with contextlib.nullcontext() if shown.private else publicly(interaction):
-            result = await self.services.delivery.result_message(shown.job)
+        result = await self.services.delivery.result_message(shown.job)
         await interaction.edit_original_response(
-            content=_(PRIVATE_NOTES[shown.hidden]) if shown.hidden else None,
+            content=PRIVATE_NOTES[shown.hidden] if shown.hidden else None,
             embed=result.embed,
             attachments=[result.file()],
             view=None if shown.private else result.view,

@@ -9,7 +9,6 @@ from discord.ext import commands
 from bot.app import EaselBot, requester
 from bot.delivery import NO_MENTIONS
 from bot.generation import NEGATIVE_MAX
-from bot.i18n import _
 from bot.preferences import Preferences
 from bot.text import escape
 from cogs.imagine import ASPECT_CHOICES, QUALITY_CHOICES
@@ -18,25 +17,17 @@ from cogs.imagine import ASPECT_CHOICES, QUALITY_CHOICES
 def describe(prefs: Preferences) -> str:
     """The member's preferences as /prefer show lists them."""
     if prefs.empty:
-        return _(
-            "You have no preferences here: /imagine uses the server's defaults. Set some with /prefer set."
-        )
-    unset = _("*not set*")
+        return "You have no preferences here: /imagine uses the server's defaults. Set some with /prefer set."
+    unset = "*not set*"
     return "\n".join(
         (
-            _("**Your preferences in this server** (options you give a command still win):"),
-            _("• Aspect: {aspect}", aspect=prefs.aspect or unset),
-            _("• Quality: {quality}", quality=prefs.quality or unset),
-            _("• Count: {count}", count=prefs.count or unset),
-            _(
-                "• Negative prompt added to every request: {negative}",
-                negative=escape(prefs.negative) if prefs.negative else unset,
-            ),
-            _(
-                "• Private results: {private}",
-                private=_("on (only you see them)") if prefs.private else _("off"),
-            ),
-            _("• Remix: {remix}", remix=_("on") if prefs.remix else _("off")),
+            "**Your preferences in this server** (options you give a command still win):",
+            f"• Aspect: {prefs.aspect or unset}",
+            f"• Quality: {prefs.quality or unset}",
+            f"• Count: {prefs.count or unset}",
+            f"• Negative prompt added to every request: {escape(prefs.negative) if prefs.negative else unset}",
+            f"• Private results: {'on (only you see them)' if prefs.private else 'off'}",
+            f"• Remix: {'on' if prefs.remix else 'off'}",
         )
     )
 

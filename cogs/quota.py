@@ -13,7 +13,6 @@ from discord.ext import commands
 from bot import quotas
 from bot.app import EaselBot, requester
 from bot.delivery import NO_MENTIONS
-from bot.i18n import _, ngettext
 from bot.moderation import USAGE_DAYS, Moderation, QuotaView, UsageReport
 
 
@@ -56,52 +55,43 @@ class Quota(commands.Cog):
 def quota_text(view: QuotaView) -> str:
     """What /quota tells a member: images left today and this week, the resets, and any refusal here."""
     if view.limits.exempt:
-        lines = [_("You are exempt from quotas here (a staff role): no daily or weekly limit, no cooldown.")]
+        lines = ["You are exempt from quotas here (a staff role): no daily or weekly limit, no cooldown."]
     else:
         day, week = quotas.remaining(view.limits, view.usage)
         lines = [
-            _left(_("Today"), day, view.limits.daily, view.windows.day.end),
-            _left(_("This week"), week, view.limits.weekly, view.windows.week.end),
+            _left("Today", day, view.limits.daily, view.windows.day.end),
+            _left("This week", week, view.limits.weekly, view.windows.week.end),
         ]
     if view.refusal:
-        lines.append(_("⛔ You cannot generate here right now: {refusal}", refusal=view.refusal))
+        lines.append(f"⛔ You cannot generate here right now: {view.refusal}")
     return "\n".join(lines)
 
 
 def _left(period: str, left: int | None, limit: int | None, resets: datetime) -> str:
     if left is None or limit is None:
-        return _("**{period}:** unlimited", period=period)
-    return _(
-        "**{period}:** **{left}** of {limit} left · resets {when}",
-        period=period,
-        left=left,
-        limit=_images(limit),
-        when=quotas.relative_time(resets),
-    )
+        return f"**{period}:** unlimited"
+    return f"**{period}:** **{left}** of {_images(limit)} left · resets {quotas.relative_time(resets)}"
 
 
 def _images(count: int) -> str:
-    return ngettext("{count} image", "{count} images", count)
+    return "1 image" if count == 1 else f"{count} images"
 
 
 def usage_text(report: UsageReport) -> str:
     """Totals, images by backend, estimated spend and the top members, as text beside the chart."""
     lines = [
-        _(
-            "**Last {days} days:** {images} · estimated OpenAI spend **{spend}**",
-            days=USAGE_DAYS,
-            images=_images(report.total_images),
-            spend="$" + format(report.spend_usd, ",.2f"),
-        ),
+        f"**Last {USAGE_DAYS} days:** {_images(report.total_images)} · estimated OpenAI spend "
+        f"**${report.spend_usd:,.2f}**",
     ]
     if report.by_backend:
-        backends = " · ".join(f"`{name}` {images}" for name, images in report.by_backend)
-        lines.append(_("By backend: {backends}", backends=backends))
+        lines.append("By backend: " + " · ".join(f"`{name}` {images}" for name, images in report.by_backend))
     if report.top:
-        top = " · ".join(f"{rank}. <@{user}> {images}" for rank, (user, images) in enumerate(report.top, 1))
-        lines.append(_("Top members: {members}", members=top))
+        lines.append(
+            "Top members: "
+            + " · ".join(f"{rank}. <@{user}> {images}" for rank, (user, images) in enumerate(report.top, 1))
+        )
     else:
-        lines.append(_("Nobody has made images here in that time."))
+        lines.append("Nobody has made images here in that time.")
     return "\n".join(lines)
 
 

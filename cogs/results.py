@@ -179,12 +179,9 @@ class CancelButton(EaselButton, template=template(Action.CANCEL)):
         services = interaction.client.services
         job = await services.generation.cancel(requester(interaction), self.target.target)
         if job.status is JobStatus.RUNNING and not services.worker.cancel_running(job.id):
-            text = _(
-                "✖️ Job #{id} is already rendering: its result will be discarded. Nothing will be charged.",
-                id=job.id,
-            )
+            text = f"✖️ Job #{job.id} is already rendering: its result will be discarded. Nothing will be charged."
         else:
-            text = _("✖️ Job #{id} was cancelled. Nothing was charged.", id=job.id)
+            text = f"✖️ Job #{job.id} was cancelled. Nothing was charged."
         if interaction.message is not None and interaction.message.id == (
             job.interaction.message_id if job.interaction else None
         ):

@@ -40,16 +40,16 @@ SHOWN_VALUE_MAX = 120
 REPLY_VALUE_MAX = 800
 
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (N_("Generation"), ("default_backend", "allowed_backends", "default_count", "nsfw")),
-    (N_("Channels"), ("allowed_channels", "denied_channels")),
+    ("Generation", ("default_backend", "allowed_backends", "default_count", "nsfw")),
+    ("Channels", ("allowed_channels", "denied_channels")),
     (
-        N_("Quotas"),
+        "Quotas",
         ("daily_images", "weekly_images", "role_limits", "exempt_roles", "cooldown_seconds", "timezone"),
     ),
-    (N_("Costs"), ("cost_imagine", "cost_variation", "cost_reroll", "cost_upscale")),
-    (N_("Budget"), ("monthly_images", "monthly_spend_usd")),
-    (N_("Content"), ("blocked_terms", "blocked_patterns", "moderation_check")),
-    (N_("Moderation"), ("moderator_role", "audit_channel", "banned")),
+    ("Costs", ("cost_imagine", "cost_variation", "cost_reroll", "cost_upscale")),
+    ("Budget", ("monthly_images", "monthly_spend_usd")),
+    ("Content", ("blocked_terms", "blocked_patterns", "moderation_check")),
+    ("Moderation", ("moderator_role", "audit_channel", "banned")),
     (N_("Members' data"), ("retention_days",)),
 )
 # Lists with commands of their own, left out of /settings set's suggestions (it still takes a whole list).
@@ -120,11 +120,9 @@ class Settings(commands.Cog):
         await self.moderation.require_moderator(who)
         stored = await self.moderation.stored(who.guild_id)
         embed = discord.Embed(
-            title=_("Easel settings for this server"),
-            description=_(
-                "✏️ marks a setting changed from its default. Change one with `/settings set`, "
-                "put it back with `/settings reset`."
-            ),
+            title="Easel settings for this server",
+            description="✏️ marks a setting changed from its default. Change one with `/settings set`, "
+            "put it back with `/settings reset`.",
             colour=discord.Colour.blurple(),
         )
         for name, value in _fields(stored):
@@ -238,7 +236,7 @@ class Settings(commands.Cog):
     @app_commands.describe(member="The member")
     async def ban(self, interaction: discord.Interaction[EaselBot], member: discord.User) -> None:
         if member.bot:
-            raise InvalidInput(_("Bots cannot use Easel anyway; choose a member."))
+            raise InvalidInput("Bots cannot use Easel anyway; choose a member.")
         change = await self.moderation.add_to_list(requester(interaction), "banned", member.id)
         await _done(interaction, change)
 
@@ -282,14 +280,12 @@ class Settings(commands.Cog):
             elif key != keep and listed:
                 changes.append(await self.moderation.remove_from_list(who, key, channel.id))
         if not changes:
-            await _reply(
-                interaction, _("No change: {channel} already has that rule.", channel=channel.mention)
-            )
+            await _reply(interaction, f"No change: {channel.mention} already has that rule.")
             return
         after = await self.moderation.stored(who.guild_id)
         note = ""
         if after["allowed_channels"]:
-            note = "\n" + _("Generation is now allowed only in the allowed channels.")
+            note = "\nGeneration is now allowed only in the allowed channels."
         await _done(interaction, *changes, note=note)
 
     @settings.command(
@@ -307,7 +303,7 @@ class Settings(commands.Cog):
         self, interaction: discord.Interaction[EaselBot], role: discord.Role | None = None
     ) -> None:
         if role is not None and role.is_default():
-            raise InvalidInput(_("@everyone would make every member a moderator; choose another role."))
+            raise InvalidInput("@everyone would make every member a moderator; choose another role.")
         text = role.mention if role is not None else "none"
         change = await self.moderation.change(requester(interaction), "moderator_role", text)
         await _done(interaction, change)
@@ -348,10 +344,10 @@ class Settings(commands.Cog):
 
 def _fields(stored: dict[str, Any]) -> list[tuple[str, str]]:
     """The settings as (section, lines) embed fields, a long section split to fit a field."""
-    placed = {key for _section, keys in SECTIONS for key in keys}
+    placed = {key for _, keys in SECTIONS for key in keys}
     others = tuple(s.key for s in guild_settings.SETTINGS if s.key not in placed)
     fields = []
-    for section, keys in (*SECTIONS, (N_("Other"), others)):
+    for section, keys in (*SECTIONS, ("Other", others)):
         lines = []
         for key in keys:
             setting = guild_settings.BY_KEY[key]
@@ -365,7 +361,7 @@ def _fields(stored: dict[str, Any]) -> list[tuple[str, str]]:
             while lines and len("\n".join([*chunk, lines[0]])) <= FIELD_MAX:
                 chunk.append(lines.pop(0))
             fields.append((name, "\n".join(chunk)))
-            name = _("{section} (more)", section=_(section))
+            name = f"{section} (more)"
     return fields
 
 
@@ -373,9 +369,9 @@ def _key_choices(current: str, *, exclude: Iterable[str]) -> list[Choice[str]]:
     wanted = current.casefold().replace(" ", "_")
     skip = set(exclude)
     return [
-        Choice(name=_cut(f"{s.key}: {_(s.help)}", CHOICE_MAX), value=s.key)
+        Choice(name=_cut(f"{s.key}: {s.help}", CHOICE_MAX), value=s.key)
         for s in guild_settings.SETTINGS
-        if s.key not in skip and (wanted in s.key or wanted in _(s.help).casefold())
+        if s.key not in skip and (wanted in s.key or wanted in s.help.casefold())
     ][:MAX_CHOICES]
 
 
@@ -453,7 +449,7 @@ async def _done(interaction: discord.Interaction[EaselBot], *changes: Change, no
     for change in changes:
         before, after = _cut(change.before, REPLY_VALUE_MAX), _cut(change.after, REPLY_VALUE_MAX)
         if before == after:
-            lines.append(_("**{key}** was already {value}.", key=change.key, value=after))
+            lines.append(f"**{change.key}** was already {after}.")
         else:
             lines.append(f"**{change.key}**: {before} → {after}")
     await _reply(interaction, "\n".join(lines) + note)

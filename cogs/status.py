@@ -9,7 +9,6 @@ from discord.ext import commands
 from bot.app import EaselBot
 from bot.delivery import NO_MENTIONS
 from bot.errors import NotAllowed
-from bot.i18n import _
 
 
 class Status(commands.Cog):
@@ -24,17 +23,11 @@ class Status(commands.Cog):
     async def status(self, interaction: discord.Interaction[EaselBot]) -> None:
         # Default permissions only hide the command; a role changed since sync is checked here.
         if not interaction.permissions.manage_guild:
-            raise NotAllowed(_("Only moderators (Manage Server permission) can see /status."))
-        embed = discord.Embed(title=_("Easel status"), colour=discord.Colour.blurple())
+            raise NotAllowed("Only moderators (Manage Server permission) can see /status.")
+        embed = discord.Embed(title="Easel status", colour=discord.Colour.blurple())
         for backend in await self.services.generation.status():
             lines = [f"**{label}:** {value}" for label, value in backend.health]
-            lines.append(
-                _(
-                    "**Queue:** {queued} waiting, {running} rendering (all servers)",
-                    queued=backend.queued,
-                    running=backend.running,
-                )
-            )
+            lines.append(f"**Queue:** {backend.queued} waiting, {backend.running} rendering (all servers)")
             embed.add_field(name=f"`{backend.name}`", value="\n".join(lines)[:1024], inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS)
 

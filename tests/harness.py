@@ -173,9 +173,9 @@ class Harness:
         self.bot, self._stack, self._task = None, None, None
 
     async def imagine(
-        self, prompt: str, *, user: int = ALICE, guild: int = GUILD_A, locale: str = "en-US", **options: Any
+        self, prompt: str, *, user: int = ALICE, guild: int = GUILD_A, **options: Any
     ) -> Interaction:
-        """Send /imagine as a member would (whose Discord speaks ``locale``)."""
+        """Send /imagine as a member would."""
         channel = CHANNEL_A if guild == GUILD_A else CHANNEL_B
         return await self.discord.slash(
             guild_id=guild,
@@ -183,7 +183,6 @@ class Harness:
             user_id=user,
             name="imagine",
             options={"prompt": prompt, **options},
-            locale=locale,
         )
 
     async def imagine_in_turn(self, prompt: str, **kwargs: Any) -> Interaction:
@@ -219,7 +218,6 @@ async def command(
     guild: int = GUILD_A,
     where: int | None = None,
     roles: list[int] | None = None,
-    locale: str = "en-US",
     **options: Any,
 ) -> Interaction:
     """Send a slash command (by default as CAROL, a moderator, in guild A's channel) and wait for its answer."""
@@ -231,7 +229,6 @@ async def command(
         options=options,
         permissions=permissions,
         roles=roles,
-        locale=locale,
     )
     await inter.wait_callback()
     return inter
@@ -260,14 +257,13 @@ async def running(
     age_restricted: Collection[int] = (),
     clock: Callable[[], datetime] = utcnow,
     start: bool = True,
-    guild_locale: str = "en-US",
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """Start both test servers with ``guilds`` ((guild, channel) pairs; default A and B) and the bot.
 
     ``age_restricted`` channels are marked NSFW on Discord; ``clock`` gives quotas and challenge
     deadlines the time; ``start=False`` leaves starting the bot (or its process) to the test;
-    ``guild_locale`` is every guild's language; ``overrides`` are config sections.
+    ``overrides`` are config sections.
     """
     discord = FakeDiscord()
     openai = FakeOpenAI(api_key=OPENAI_KEY)
@@ -278,7 +274,6 @@ async def running(
             guild_id,
             channels=[(channel_id, "art")],
             nsfw_channels=[channel_id] if channel_id in age_restricted else [],
-            locale=guild_locale,
         )
     harness = Harness(discord, openai, tmp_path, dict(overrides), clock)
     try:

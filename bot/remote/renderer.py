@@ -50,7 +50,7 @@ BLOCK_MS = 1000
 # is misbehaving, and the bot never posts what it sent.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_IMAGES = 4
-BAD_RESULT = N_(
+BAD_RESULT = (
     "The render worker sent back something that is not a valid image. Nothing was charged; please try again."
 )
 MAX_WORKER_MESSAGE = 300
@@ -230,7 +230,7 @@ class RemoteRenderer:
 
     def paused(self) -> str | None:
         """Why queued jobs wait although nothing renders: no worker is online (None when one is)."""
-        return None if self._live() else NO_WORKER
+        return None if self._live() else _(NO_WORKER)
 
     async def start(self) -> None:
         """Read the workers' announcements, then watch them and consume completions."""

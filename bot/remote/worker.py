@@ -26,7 +26,6 @@ from redis.exceptions import RedisError, ResponseError
 from bot.config import Settings
 from bot.errors import RenderFailed
 from bot.health import Check, HealthServer, listen_error, redis_check
-from bot.i18n import N_
 from bot.metrics import WorkerMetrics
 from bot.remote import scripts, wire
 from bot.renderers.base import BatchRenderer, Progress, ProgressCallback, RenderRequest, RenderResult
@@ -38,11 +37,11 @@ log = logging.getLogger(__name__)
 # One BLOCK of at most a second: a consumer frozen inside a pending BLOCK still gets entries
 # assigned, and only its lease gets them back, so the window stays short.
 BLOCK_MS = 1000
-DEAD_LETTER = N_(
+DEAD_LETTER = (
     "This job crashed the render workers {count} times, so Easel gave up on it. "
     "Nothing was charged; try a different prompt or size."
 )
-WORKER_ERROR = N_("The render worker hit an unexpected error. Nothing was charged; please try again.")
+WORKER_ERROR = "The render worker hit an unexpected error. Nothing was charged; please try again."
 
 
 def model_key(model: str) -> str:

@@ -179,8 +179,5 @@ class Paced(Protocol):
         ...
 
     def paused(self) -> str | None:
-        """Why its queued jobs wait although it has no slot (no worker online), else None.
-
-        An untranslated message (``N_``): it is shown to each member in their job's language.
-        """
+        """Why its queued jobs wait although it has no slot (no worker online), for members; else None."""
         ...

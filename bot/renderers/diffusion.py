@@ -28,7 +28,6 @@ from PIL import Image, ImageOps
 from bot import images
 from bot.config import LocalSettings
 from bot.errors import ConfigError, RenderFailed
-from bot.i18n import N_
 from bot.renderers.base import Operation
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ SAMPLER_NAMES = {
 }
 OUT_OF_MEMORY = (torch.cuda.OutOfMemoryError,)
 HIRES_FIX = "hires fix (Lanczos 2× + img2img)"
-TOO_BIG = N_("This image does not fit in the GPU's memory right now: try a smaller size or fewer images.")
+TOO_BIG = "This image does not fit in the GPU's memory right now: try a smaller size or fewer images."
 
 
 @dataclass(frozen=True)
@@ -459,7 +458,7 @@ def _step_callback(
 
 def _source(work: Work) -> Image.Image:
     if work.source is None:
-        raise RenderFailed(N_("The source image of this job is missing."))
+        raise RenderFailed("The source image of this job is missing.")
     return work.source
 
 

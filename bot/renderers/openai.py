@@ -22,7 +22,6 @@ from openai import AsyncOpenAI, DefaultAioHttpClient, Omit, omit
 from openai.types.images_response import ImagesResponse
 
 from bot.errors import ConfigError, ContentRefused, RenderFailed
-from bot.i18n import N_
 from bot.redact import scrub_secrets
 from bot.renderers.base import (
     Capabilities,
@@ -321,17 +320,17 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-MSG_SAFETY = N_("OpenAI's safety system declined this prompt. Try rewording it.")
-MSG_MISCONFIGURED = N_("The image service is misconfigured; the operator has been told.")
-MSG_OUT_OF_CREDIT = N_(
+MSG_SAFETY = "OpenAI's safety system declined this prompt. Try rewording it."
+MSG_MISCONFIGURED = "The image service is misconfigured; the operator has been told."
+MSG_OUT_OF_CREDIT = (
     "This server's image budget is used up, so no images can be made for now. The operator has been told."
 )
-MSG_BUSY = N_("The image service is busy right now. Please try again in a minute.")
-MSG_SERVER = N_("The image service had a problem. Please try again in a minute.")
-MSG_TIMEOUT = N_("The image service took too long to answer. Please try again.")
-MSG_UNREACHABLE = N_("The image service could not be reached. Please try again in a minute.")
-MSG_REJECTED = N_("The image service could not make this image. Try a different prompt or settings.")
-MSG_NO_IMAGE = N_("The image service sent back no usable image. Please try again.")
+MSG_BUSY = "The image service is busy right now. Please try again in a minute."
+MSG_SERVER = "The image service had a problem. Please try again in a minute."
+MSG_TIMEOUT = "The image service took too long to answer. Please try again."
+MSG_UNREACHABLE = "The image service could not be reached. Please try again in a minute."
+MSG_REJECTED = "The image service could not make this image. Try a different prompt or settings."
+MSG_NO_IMAGE = "The image service sent back no usable image. Please try again."
 
 _SAFETY_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})

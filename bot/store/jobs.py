@@ -301,9 +301,8 @@ async def _insert_job(
         """
         INSERT INTO jobs (guild_id, channel_id, user_id, kind, backend, status, params, created_at, updated_at,
                           app_id, token, token_created_at, status_message_id, parent_id, parent_index,
-                          upload_limit, images, source_path, public_id, flagged, made_by, private,
-                          locale, guild_locale)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          upload_limit, images, source_path, public_id, flagged, made_by, private)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         RETURNING *
         """,
         (
@@ -329,8 +328,6 @@ async def _insert_job(
             int(new.flagged),
             made_by,
             int(new.private),
-            new.locale,
-            new.guild_locale,
         ),
     )
     [row] = rows
@@ -407,6 +404,4 @@ def job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
         deleted_at=None if row["deleted_at"] is None else datetime.fromisoformat(row["deleted_at"]),
         flagged=bool(row["flagged"]),
         private=bool(row["private"]),
-        locale=str(row["locale"]),
-        guild_locale=str(row["guild_locale"]),
     )

@@ -209,7 +209,7 @@ def guild_payload(
         "vanity_url_code": None,
         "premium_tier": guild.premium_tier,
         "premium_subscription_count": PREMIUM_BOOSTS.get(guild.premium_tier, 14),
-        "preferred_locale": guild.locale,
+        "preferred_locale": "en-US",
         "max_video_channel_users": 25,
         "max_stage_video_channel_users": 50,
         "nsfw_level": 0,

@@ -265,7 +265,6 @@ class Guild:
     member_count: int
     bot_role_id: int
     joined_at: dt.datetime = field(default_factory=utcnow)
-    locale: str = "en-US"  # the community's preferred locale: interactions' guild_locale
     roles: dict[int, str] = field(default_factory=dict)  # besides @everyone and the bot's role
     # Per channel, its permission overwrites in Discord's wire shape: {"id", "type" (0 role,
     # 1 member), "allow", "deny"}, the permission bits as strings.

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import regex
 from aiohttp import BodyPartReader, web
 
 from .gateway import APPLICATION_FLAGS, Gateway
@@ -160,28 +159,6 @@ def _check_choices(data: dict[str, Any]) -> None:
         raise ApiError(400, "Invalid Form Body", 50035, errors=errors)
 
 
-# Discord's rule for command and option names, in every language (CHAT_INPUT commands).
-NAME_RULE = regex.compile(r"^[-_\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]{1,32}$")
-
-
-def _check_localizations(item: dict[str, Any], path: str, errors: dict[str, Any]) -> None:
-    """Refuse localised names and descriptions as Discord does, for a command and its options, recursively."""
-    for locale, name in (item.get("name_localizations") or {}).items():
-        if not NAME_RULE.match(name) or name != name.lower():
-            errors[f"{path}.name_localizations.{locale}"] = "APPLICATION_COMMAND_INVALID_NAME"
-    for locale, text in (item.get("description_localizations") or {}).items():
-        if not 1 <= len(text) <= 100:
-            errors[f"{path}.description_localizations.{locale}"] = "BASE_TYPE_BAD_LENGTH"
-    for j, choice in enumerate(item.get("choices") or []):
-        for locale, text in (choice.get("name_localizations") or {}).items():
-            if not 1 <= len(text) <= 100:
-                errors[f"{path}.choices.{j}.name_localizations.{locale}"] = "BASE_TYPE_BAD_LENGTH"
-    for j, option in enumerate(item.get("options") or []):
-        if not NAME_RULE.match(option.get("name", "")):
-            errors[f"{path}.options.{j}.name"] = "APPLICATION_COMMAND_INVALID_NAME"
-        _check_localizations(option, f"{path}.options.{j}", errors)
-
-
 def _did(call: _Call, outcome: str, msg: Message) -> None:
     """Record on the request what it did to which message."""
     call.request.outcome, call.request.message_id = outcome, msg.id
@@ -324,12 +301,8 @@ class FakeDiscord:
         filesize_limit: int = 10 * 1024 * 1024,
         premium_tier: int = 0,
         member_count: int = 2,
-        locale: str = "en-US",
     ) -> None:
-        """Put the bot in a guild; sent as GUILD_CREATE after READY, or right away if already connected.
-
-        ``locale`` is the guild's preferred locale, sent as every interaction's ``guild_locale``.
-        """
+        """Put the bot in a guild; sent as GUILD_CREATE after READY, or right away if already connected."""
         guild = Guild(
             id=guild_id,
             name=name or f"Guild {guild_id}",
@@ -339,7 +312,6 @@ class FakeDiscord:
             premium_tier=premium_tier,
             member_count=member_count,
             bot_role_id=snowflake(),
-            locale=locale,
         )
         self.guilds[guild_id] = guild
         session = self._gateway.live_session(self._shard_for(guild_id))
@@ -545,12 +517,8 @@ class FakeDiscord:
         permissions: int = DEFAULT_MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
         created_at: dt.datetime | None = None,
-        locale: str = "en-US",
     ) -> Interaction:
-        """Send an APPLICATION_COMMAND interaction for a registered command ("group sub" names subcommands).
-
-        ``locale`` is the member's client language (the interaction's ``locale``).
-        """
+        """Send an APPLICATION_COMMAND interaction for a registered command ("group sub" names subcommands)."""
         words = name.split()
         command, scope = self._find_command(words[0], guild_id)
         resolved: dict[str, dict[str, Any]] = {}
@@ -569,7 +537,7 @@ class FakeDiscord:
         if resolved:
             data["resolved"] = resolved
         return await self._send_interaction(
-            2, guild_id, channel_id, user_id, data, permissions, roles, created_at, name=name, locale=locale
+            2, guild_id, channel_id, user_id, data, permissions, roles, created_at, name=name
         )
 
     async def autocomplete(
@@ -583,7 +551,6 @@ class FakeDiscord:
         options: dict[str, object] | None = None,
         permissions: int = DEFAULT_MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
-        locale: str = "en-US",
     ) -> Interaction:
         """Send an APPLICATION_COMMAND_AUTOCOMPLETE interaction: ``focused`` names the option being typed.
 
@@ -606,7 +573,7 @@ class FakeDiscord:
         if resolved:
             data["resolved"] = resolved
         return await self._send_interaction(
-            4, guild_id, channel_id, user_id, data, permissions, roles, None, name=name, locale=locale
+            4, guild_id, channel_id, user_id, data, permissions, roles, None, name=name
         )
 
     async def click(
@@ -619,7 +586,6 @@ class FakeDiscord:
         created_at: dt.datetime | None = None,
         values: list[str] | None = None,
         roles: list[int] | None = None,
-        locale: str = "en-US",
     ) -> Interaction:
         """Send a MESSAGE_COMPONENT interaction for a component of one of the bot's messages."""
         msg = self.messages[message.id]
@@ -648,7 +614,6 @@ class FakeDiscord:
             created_at,
             name=custom_id,
             message=msg,
-            locale=locale,
         )
 
     async def message_command(
@@ -1018,7 +983,6 @@ class FakeDiscord:
         *,
         name: str,
         message: Message | None = None,
-        locale: str = "en-US",
     ) -> Interaction:
         guild = self.guilds.get(guild_id)
         if guild is None or channel_id not in guild.channels:
@@ -1036,9 +1000,9 @@ class FakeDiscord:
             "guild_id": str(guild_id),
             "channel_id": str(channel_id),
             "channel": {**channel_payload(guild, channel_id), "permissions": str(permissions)},
-            "guild": {"id": str(guild_id), "locale": guild.locale, "features": []},
-            "guild_locale": guild.locale,
-            "locale": locale,
+            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
+            "guild_locale": "en-US",
+            "locale": "en-US",
             "member": member_payload(
                 user, roles=roles or [], joined_at=iso(guild.joined_at), permissions=permissions
             ),
@@ -1286,8 +1250,6 @@ class FakeDiscord:
                 errors[f"{i}.name"] = "APPLICATION_COMMAND_INVALID_NAME"
             if kind == 1 and not 1 <= len(command.get("description") or "") <= 100:
                 errors[f"{i}.description"] = "BASE_TYPE_BAD_LENGTH"
-            if kind == 1:
-                _check_localizations(command, str(i), errors)
             if (name, kind) in seen:
                 errors[f"{i}.name"] = "APPLICATION_COMMANDS_DUPLICATE_NAME"
             seen.add((name, kind))
